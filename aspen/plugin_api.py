@@ -1,0 +1,156 @@
+"""The types a plugin sees: what hooks receive (`NodeContext`) and what they return.
+
+Hookimpls are synchronous and cheap (STYLE.md rule 25): they read config from their arguments and
+return objects — a discovery source, a datagram transport, a protocol handler, a service — that
+the host starts, supervises and stops. Those objects follow the Protocols below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+from aspen.addr import EndpointAddr, SocketAddr
+from aspen.identity import EndpointId, SecretKey
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from aspen.config import NodeConfig
+    from aspen.peers import PeerMap
+
+PluginKind = Literal["discovery", "transport", "protocol", "service", "mixed"]
+OptionType = Literal["str", "int", "float", "bool", "list"]
+OptionValue = str | int | float | bool | list[str]
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """What `aspen plugins` shows for a plugin: its kind and a one-line description."""
+
+    kind: PluginKind
+    description: str
+
+
+@dataclass(frozen=True)
+class ConfigOption:
+    """A config option a plugin adds. It is set as TOML `[plugin.NAME] key = ...`, environment
+    `ASPEN_<NAME>_<KEY>` or flag `--<name>-<key>` (name and key with '_' as '-'), with the same
+    precedence and error reporting as the core options."""
+
+    key: str
+    type: OptionType
+    default: OptionValue
+    help: str
+    min_value: float | None = None
+    max_value: float | None = None
+
+
+@runtime_checkable
+class Service(Protocol):
+    """Anything the host starts after the endpoint is up and stops before it goes down."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@runtime_checkable
+class DiscoverySource(Service, Protocol):
+    """Finds peers. Discovered peers are pushed into `NodeContext.peers` (a `PeerMap`)."""
+
+    async def publish(self, addr: EndpointAddr) -> None:
+        """Announce our own address (called whenever it changes)."""
+        ...
+
+    async def resolve(self, endpoint_id: EndpointId) -> EndpointAddr | None:
+        """Look one endpoint up on demand; None when this source does not know it."""
+        ...
+
+
+TransportAddr = SocketAddr | str  # a direct UDP address, or e.g. a relay URL
+
+
+class DatagramReceiver(Protocol):
+    def __call__(self, data: bytes, source: TransportAddr) -> None: ...
+
+
+@runtime_checkable
+class DatagramTransport(Service, Protocol):
+    """A datagram path (direct UDP, relay): the QUIC endpoint sends and receives through it."""
+
+    def set_receiver(self, receiver: DatagramReceiver) -> None: ...
+
+    def send(self, data: bytes, destination: TransportAddr) -> None: ...
+
+    def local_addrs(self) -> list[SocketAddr]: ...
+
+
+class PeerStream(Protocol):
+    """One bidirectional stream on an authenticated connection."""
+
+    async def read_frame(self, *, timeout_ms: int | None = None) -> bytes | None:
+        """The next length-prefixed frame's body, or None at a clean end of stream."""
+        ...
+
+    async def write_frame(self, body: bytes, *, end_stream: bool = False) -> None: ...
+
+    def reset(self, error_code: int = 0) -> None: ...
+
+
+class PeerConnection(Protocol):
+    """A connection whose remote key has been proven; handlers never see any other kind."""
+
+    @property
+    def remote_id(self) -> EndpointId: ...
+
+    @property
+    def alpn(self) -> str: ...
+
+    async def accept_stream(self) -> PeerStream | None:
+        """The next stream the peer opened, or None once the connection is closed."""
+        ...
+
+    async def open_stream(self) -> PeerStream: ...
+
+    def close(self, error_code: int = 0, reason: str = "") -> None: ...
+
+
+@runtime_checkable
+class ProtocolHandler(Protocol):
+    """Serves one ALPN: the router hands it every accepted, authenticated connection."""
+
+    alpn: str
+
+    async def handle_connection(self, conn: PeerConnection) -> None: ...
+
+
+@dataclass
+class NodeContext:
+    """What the host hands to plugin hooks. Plugins read from it; they never replace its fields."""
+
+    config: NodeConfig
+    secret_key: SecretKey
+    node_id: int
+    data_dir: Path
+    peers: PeerMap
+    metrics: CollectorRegistry
+    plugin_options: dict[str, dict[str, OptionValue]] = field(default_factory=dict)
+
+    @property
+    def endpoint_id(self) -> EndpointId:
+        return self.secret_key.public()
+
+    def options_for(self, plugin_name: str) -> dict[str, OptionValue]:
+        """The effective values of `plugin_name`'s own options (defaults filled in)."""
+        return self.plugin_options.get(plugin_name, {})
+
+
+__all__ = [
+    "PluginKind", "PluginInfo", "ConfigOption", "OptionType", "OptionValue", "Service",
+    "DiscoverySource", "DatagramTransport", "DatagramReceiver", "TransportAddr", "PeerStream",
+    "PeerConnection", "ProtocolHandler", "NodeContext",
+]
