@@ -1,0 +1,173 @@
+"""`aspen run`: the I/O process of a node.
+
+Start-up order: identity -> plugin objects (handlers, transports) -> worker process -> HTTP
+control plane -> discovery sources and services -> `aspen_node_started`. Any failure, including a
+plugin raising, is reported by plugin name and everything already started is stopped in reverse
+order, so the node exits cleanly with no orphan process. SIGINT/SIGTERM trigger the same orderly
+shutdown, bounded by `SHUTDOWN_TIMEOUT_MS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import prometheus_client
+from prometheus_client import CollectorRegistry
+
+from aspen.config import LoadedConfig, NodeConfig
+from aspen.errors import AspenError, ConfigError
+from aspen.identity import SecretKey, load_or_create_key, read_key_file
+from aspen.peers import PeerMap
+from aspen.plugin_api import NodeContext, Service
+from aspen.plugin_host import PluginError, PluginHost
+from aspen.worker_supervisor import WorkerSupervisor
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT_MS = 15_000  # worker stop (5 s + 5 s + kill) plus services, with margin
+SERVICE_START_TIMEOUT_MS = 30_000
+SERVICE_STOP_TIMEOUT_MS = 5_000
+
+
+def resolve_secret_key(config: NodeConfig, data_dir: Path) -> SecretKey:
+    """The node's key: `secret_key` > `secret_key_file` > `data_dir/secret.key` (made once)."""
+    if config.secret_key is not None:
+        return SecretKey.from_hex(config.secret_key)
+    if config.secret_key_file is not None:
+        return read_key_file(Path(config.secret_key_file))
+    return load_or_create_key(data_dir)
+
+
+def prepare_data_dir(config: NodeConfig) -> Path:
+    data_dir = config.effective_data_dir()
+    if not data_dir.parent.exists() and config.data_dir is not None:
+        raise ConfigError(f"data_dir={config.data_dir!r}: parent directory {data_dir.parent} does not exist",
+                          key="data_dir", value=config.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return data_dir
+
+
+class Node:
+    """One running node's I/O-process state; `run()` is the whole life of the process."""
+
+    def __init__(self, loaded: LoadedConfig, host: PluginHost) -> None:
+        self.loaded = loaded
+        self.config = loaded.config
+        self.host = host
+        self.data_dir = prepare_data_dir(self.config)
+        self.secret_key = resolve_secret_key(self.config, self.data_dir)
+        self.registry = CollectorRegistry()
+        self.context = NodeContext(
+            config=self.config, secret_key=self.secret_key, node_id=self.config.node_id,
+            data_dir=self.data_dir, peers=PeerMap(), metrics=self.registry,
+            plugin_options=dict(self.config.plugin_options))
+        self.worker = WorkerSupervisor(registry=self.registry, log_level=self.config.log_level)
+        self.started_monotonic = time.monotonic()
+        self.http_port: int | None = None
+        self._stop = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def status(self) -> dict[str, Any]:
+        """What `aspen run` prints when it is up, and `/node-info` extends."""
+        return {
+            "node_id": self.config.node_id,
+            "endpoint_id": self.secret_key.public().hex(),
+            "short_id": self.secret_key.public().short(),
+            "pid": os.getpid(),
+            "worker_pid": self.worker.pid,
+            "data_dir": str(self.data_dir),
+            "http_addr": self._http_addr_text(),
+            "plugins": self.host.names,
+            "uptime_seconds": round(time.monotonic() - self.started_monotonic, 3),
+        }
+
+    def _http_addr_text(self) -> str:
+        host = self.config.http_addr.rpartition(":")[0]
+        return f"{host}:{self.http_port}" if self.http_port is not None else self.config.http_addr
+
+    async def _start_service(self, stack: AsyncExitStack, plugin: str, service: Service) -> None:
+        try:
+            await asyncio.wait_for(service.start(), SERVICE_START_TIMEOUT_MS / 1000)
+        except Exception as exc:
+            raise PluginError(plugin, f"{getattr(service, 'name', type(service).__name__)} failed to start: "
+                                      f"{type(exc).__name__}: {exc}") from exc
+        stack.push_async_callback(self._stop_service, plugin, service)
+
+    async def _stop_service(self, plugin: str, service: Service) -> None:
+        try:
+            await asyncio.wait_for(service.stop(), SERVICE_STOP_TIMEOUT_MS / 1000)
+        except Exception as exc:  # shutdown goes on; one bad plugin must not leave the rest running
+            logger.error("plugin %s: stopping %s failed: %r", plugin, getattr(service, "name", "?"), exc)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
+        async with AsyncExitStack() as stack:
+            await self.worker.start()
+            stack.push_async_callback(self.worker.stop)
+
+            from aspen.http_api import start_http  # aiohttp import is heavy; only nodes need it
+
+            self.http_port = await start_http(self, stack)
+
+            for plugin, source in self.host.collect("aspen_discovery_sources", node=self.context):
+                await self._start_service(stack, plugin, source)
+            for plugin, service in self.host.collect("aspen_services", node=self.context):
+                await self._start_service(stack, plugin, service)
+            self.host.call_each("aspen_node_started", node=self.context)
+            stack.callback(self._call_stopping)
+
+            status = self.status()
+            print(json.dumps({"event": "ready", **status}), flush=True)
+            logger.info("node up node_id=%d endpoint_id=%s http=%s worker_pid=%s",
+                        status["node_id"], status["endpoint_id"], status["http_addr"], status["worker_pid"])
+            await self._stop.wait()
+            logger.info("stopping node_id=%d", self.config.node_id)
+        return 0
+
+    def _call_stopping(self) -> None:
+        try:
+            self.host.call_each("aspen_node_stopping", node=self.context)
+        except PluginError as exc:
+            logger.error("%s", exc)
+
+
+async def _run_bounded(node: Node) -> int:
+    task = asyncio.create_task(node.run(), name="node")
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return 1
+
+
+def run_node(loaded: LoadedConfig, host: PluginHost) -> int:
+    """Run a node until SIGINT/SIGTERM; returns the process exit status."""
+    import uvloop
+
+    prometheus_client.disable_created_metrics()  # *_created series are noise for operators
+
+    logging.basicConfig(level=loaded.config.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        node = Node(loaded, host)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot start: {exc}") from exc
+    try:
+        return uvloop.run(_run_bounded(node))
+    except PluginError:
+        raise
+    except AspenError as exc:
+        logger.error("node failed: %s", exc)
+        raise
