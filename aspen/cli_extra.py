@@ -1,0 +1,5 @@
+"""Subcommands that live in their own modules register themselves on import."""
+
+from __future__ import annotations
+
+import aspen.demo  # noqa: F401  (registers `aspen demo`)
