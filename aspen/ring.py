@@ -176,6 +176,10 @@ class Ring:
         self._getter_waiting = False
         self._putter_waiting = False
         self._fds_closed = False
+        # fd -> the loop watching it and the future a waiter sleeps on, so close() can unregister
+        # the fd before closing it (epoll would keep watching the eventfd, which the peer still
+        # holds open) and fail the waiter instead of leaving it asleep forever.
+        self._async_waits: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = {}
         try:
             segment.set_wake_fds(data_fd, space_fd)
         except BaseException:
@@ -404,6 +408,22 @@ class Ring:
                 return False
             self._wait_fd_blocking(self._space_fd, deadline_s)
 
+    def put_many_blocking(self, items: Sequence[BytesLike], timeout_ms: int | None = None) -> int:
+        """Copy all `items` (list/tuple) in order, waiting for space as needed, up to `timeout_ms`.
+
+        Returns how many were written: len(items) unless the time ran out (then a prefix was
+        written; retry the rest). Sizes are all checked first (LimitExceeded, nothing written).
+        """
+        deadline_s = _check_timeout_ms(timeout_ms)
+        written = self._segment.try_put_many(items)
+        while written < len(items):
+            if not self._segment.arm_put_wait(memoryview(items[written]).nbytes):
+                if deadline_s is not None and time.monotonic() >= deadline_s:
+                    return written
+                self._wait_fd_blocking(self._space_fd, deadline_s)
+            written += self._segment.try_put_many(items[written:])
+        return written
+
     # ---- asyncio ------------------------------------------------------------------------------
 
     async def _wait_fd(self, fd: int, deadline_s: float | None) -> None:
@@ -411,6 +431,7 @@ class Ring:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         loop.add_reader(fd, _set_result, future)
+        self._async_waits[fd] = (loop, future)
         try:
             if deadline_s is None:
                 await future
@@ -418,7 +439,8 @@ class Ring:
                 async with asyncio.timeout(max(0.0, deadline_s - time.monotonic())):
                     await future
         finally:
-            loop.remove_reader(fd)
+            if self._async_waits.pop(fd, None) is not None:
+                loop.remove_reader(fd)
         _drain_eventfd(fd)
 
     async def get(self, timeout_ms: int | None = None) -> bytes:
@@ -489,7 +511,15 @@ class Ring:
     # ---- lifetime -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Unmap the ring and close its fds. Idempotent. Does not unlink the name."""
+        """Unmap the ring and close its fds. Idempotent. Does not unlink the name.
+
+        A coroutine waiting in get/put (on this thread's loop) gets UsageError("ring closed").
+        """
+        for fd, (loop, future) in list(self._async_waits.items()):
+            del self._async_waits[fd]
+            loop.remove_reader(fd)
+            if not future.done():
+                future.set_exception(UsageError("ring closed while waiting"))
         self._segment.close()
         if not self._fds_closed:
             self._fds_closed = True

@@ -286,6 +286,38 @@ def test_blocking_put_waits_for_a_consumer_thread(name: str) -> None:
         assert got == [b"a" * 56] and ring.try_get() == b"b" * 56
 
 
+def test_put_many_blocking_waits_for_a_consumer_thread(name: str) -> None:
+    items = [pattern(i, 24) for i in range(40)]  # 32-byte records: 4 fit in 128
+    got: list[bytes] = []
+
+    def consume() -> None:
+        while len(got) < len(items):
+            got.extend(ring.get_many_blocking(8, timeout_ms=WAIT_TIMEOUT_MS))
+
+    with make_ring(name, 128) as ring:
+        consumer = threading.Thread(target=consume)
+        consumer.start()
+        assert ring.put_many_blocking(items, timeout_ms=WAIT_TIMEOUT_MS) == len(items)
+        consumer.join(WAIT_TIMEOUT_MS / 1000)
+        assert got == items
+        assert ring.put_many_blocking(items, timeout_ms=1) == 4  # nobody consumes: a prefix
+
+
+def test_close_fails_a_waiting_coroutine_instead_of_stranding_it(name: str) -> None:
+    async def scenario(ring: Ring) -> None:
+        task = asyncio.create_task(ring.get())
+        while not ring._getter_waiting:
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        ring.close()
+        with pytest.raises(UsageError, match="closed"):
+            await task
+
+    ring = make_ring(name, 4096)
+    asyncio.run(scenario(ring))
+    assert ring.closed
+
+
 CHILD_PRODUCER = """
 import sys
 from aspen.ring import RingPair
