@@ -444,7 +444,7 @@ def read_env_layer(environ: Mapping[str, str], specs: Mapping[str, OptionSpec]) 
 
 
 # Variables that configure tools rather than the node (tests, the CLI client).
-ENV_NOT_CONFIG = frozenset({"ASPEN_CONFIG", "ASPEN_URL", "ASPEN_TEST_MARKER"})
+ENV_NOT_CONFIG = frozenset({"ASPEN_CONFIG", "ASPEN_URL", "ASPEN_TOKEN"})
 
 
 def _looks_like_plugin_env(name: str, specs: Mapping[str, OptionSpec]) -> bool:
