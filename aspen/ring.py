@@ -307,6 +307,11 @@ class Ring:
         return self._segment.closed
 
     @property
+    def is_zero_copy(self) -> bool:
+        """True if `try_peek` never copies (capacity is a multiple of the page size)."""
+        return self._segment.mirrored
+
+    @property
     def data_fd(self) -> int:
         """eventfd that becomes readable when the consumer may have messages."""
         return self._data_fd
@@ -349,6 +354,23 @@ class Ring:
         _check_batch(max_count)
         return self._segment.try_get_many(max_count)
 
+    def try_peek(self) -> memoryview | None:
+        """A read-only view of the oldest message without taking it; None if the ring is empty.
+
+        Zero-copy: on a ring whose capacity is a multiple of the page size (the default), the
+        view points into shared memory (the data area is mapped twice, so even a record split at
+        the end is contiguous); otherwise a split record is copied. Decode from the view, release
+        it (`with view:` or `view.release()`), then `consume()`. Holding it blocks `consume()`.
+        """
+        return self._segment.peek()
+
+    def consume(self) -> None:
+        """Take the message `try_peek` showed (frees its space for the producer).
+
+        Raises UsageError if the ring is empty or a view from `try_peek` is still held.
+        """
+        self._segment.consume()
+
     def arm_get_wait(self) -> bool:
         """Announce the consumer may sleep on `fileno()`; True = data already there, don't sleep."""
         return self._segment.arm_get_wait()
@@ -390,6 +412,19 @@ class Ring:
                 continue
             if deadline_s is not None and time.monotonic() >= deadline_s:
                 return []
+            self._wait_fd_blocking(self._data_fd, deadline_s)
+
+    def peek_blocking(self, timeout_ms: int | None = None) -> memoryview | None:
+        """`try_peek`, waiting up to `timeout_ms` (None = forever) for a message; None on timeout."""
+        deadline_s = _check_timeout_ms(timeout_ms)
+        while True:
+            view = self._segment.peek()
+            if view is not None:
+                return view
+            if self._segment.arm_get_wait():
+                continue
+            if deadline_s is not None and time.monotonic() >= deadline_s:
+                return None
             self._wait_fd_blocking(self._data_fd, deadline_s)
 
     def put_blocking(self, data: BytesLike, timeout_ms: int | None = None) -> bool:
@@ -466,6 +501,25 @@ class Ring:
                 batch = self._segment.try_get_many(max_count)
                 if batch:
                     return batch
+                if not self._segment.arm_get_wait():
+                    await self._wait_fd(self._data_fd, deadline_s)
+        finally:
+            self._getter_waiting = False
+
+    async def peek(self, timeout_ms: int | None = None) -> memoryview:
+        """`try_peek`, waiting up to `timeout_ms` for a message (TimeoutError after)."""
+        view = self._segment.peek()
+        if view is not None:
+            return view
+        deadline_s = _check_timeout_ms(timeout_ms)
+        if self._getter_waiting:
+            raise UsageError("ring is single-consumer: another coroutine is already waiting in get")
+        self._getter_waiting = True
+        try:
+            while True:
+                view = self._segment.peek()
+                if view is not None:
+                    return view
                 if not self._segment.arm_get_wait():
                     await self._wait_fd(self._data_fd, deadline_s)
         finally:

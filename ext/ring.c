@@ -128,6 +128,8 @@ typedef struct {
     int data_fd;           /* not owned (the wrapper's eventfd); -1 = no signalling */
     int space_fd;
     int busy;              /* operations that released the GIL and are still running */
+    int exports;           /* live buffer exports (views from peek()); unmapping waits for 0 */
+    int mirrored;          /* the data area is mapped twice back to back (see map_ring) */
     int putting;
     int getting;
     int closed;
@@ -225,14 +227,48 @@ static void exit_op(SegmentObject *self, int *role_flag)
 {
     *role_flag = 0;
     self->busy--;
-    if (self->closed && self->busy == 0)
+    if (self->closed && self->busy == 0 && self->exports == 0)
         unmap(self); /* close() arrived while we copied without the GIL: finish it now */
+}
+
+/* Map the header and data of `fd`. When the capacity is a whole number of pages, the data is
+ * mapped a second time right after the first (the "magic ring buffer" trick): the same physical
+ * pages at two consecutive virtual ranges, so every record, even one split at the end of the
+ * buffer, is contiguous in our address space and peek() can hand it out without copying. */
+static int map_ring(SegmentObject *self, int fd, uint64_t capacity)
+{
+    long page_size = sysconf(_SC_PAGESIZE);
+    int mirrored = page_size > 0 && capacity % (uint64_t)page_size == 0;
+    size_t file_size = (size_t)(RING_DATA_OFFSET + capacity);
+    size_t total_size = file_size + (mirrored ? (size_t)capacity : 0);
+    /* Reserve the whole range first so the two file mappings land back to back. */
+    unsigned char *base = mmap(NULL, total_size, PROT_NONE,
+                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED)
+        return -1;
+    if (mmap(base, file_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED ||
+        (mirrored && mmap(base + file_size, (size_t)capacity, PROT_READ | PROT_WRITE,
+                          MAP_SHARED | MAP_FIXED, fd, RING_DATA_OFFSET) == MAP_FAILED)) {
+        int saved_errno = errno;
+        munmap(base, total_size);
+        errno = saved_errno;
+        return -1;
+    }
+    self->hdr = (struct ring_header *)base;
+    self->data = base + RING_DATA_OFFSET;
+    self->map_size_bytes = total_size;
+    self->mirrored = mirrored;
+    return 0;
 }
 
 /* Copy `size` bytes into the ring at byte counter `pos`, splitting at the end of the buffer. */
 static void copy_in(SegmentObject *self, uint64_t pos, const unsigned char *src, uint64_t size)
 {
     uint64_t off = pos % self->capacity_bytes;
+    if (self->mirrored) { /* the mirror makes the wrap-around contiguous */
+        memcpy(self->data + off, src, (size_t)size);
+        return;
+    }
     uint64_t first = self->capacity_bytes - off;
     if (first > size)
         first = size;
@@ -244,6 +280,10 @@ static void copy_in(SegmentObject *self, uint64_t pos, const unsigned char *src,
 static void copy_out(SegmentObject *self, uint64_t pos, unsigned char *dst, uint64_t size)
 {
     uint64_t off = pos % self->capacity_bytes;
+    if (self->mirrored) { /* the mirror makes the wrap-around contiguous */
+        memcpy(dst, self->data + off, (size_t)size);
+        return;
+    }
     uint64_t first = self->capacity_bytes - off;
     if (first > size)
         first = size;
@@ -307,32 +347,42 @@ static void publish_tail(SegmentObject *self, uint64_t tail, uint64_t count)
         signal_fd(self, self->space_fd);
 }
 
-/* Read one record at *tail. 1 = *out set (*tail advanced), 0 = empty, -1 = error. */
-static int get_record(SegmentObject *self, uint64_t *tail, PyObject **out)
+/* Validate the header of the record at `tail`. 1 = *size set, 0 = empty, -1 = error. */
+static int read_header(SegmentObject *self, uint64_t tail, uint64_t *size)
 {
     uint64_t cap = self->capacity_bytes;
-    if (self->cached_head == *tail) {
+    if (self->cached_head == tail) {
         self->cached_head = atomic_load_explicit(&self->hdr->head, memory_order_acquire);
-        if (self->cached_head == *tail)
+        if (self->cached_head == tail)
             return 0;
     }
-    uint64_t avail = self->cached_head - *tail;
+    uint64_t avail = self->cached_head - tail;
     if (avail > cap || avail < RECORD_HEADER_SIZE) {
         raise_corrupted("head is behind tail or ahead by more than the capacity", self->cached_head,
-                        *tail);
+                        tail);
         return -1;
     }
     uint32_t words[2];
-    memcpy(words, self->data + (*tail % cap), sizeof words);
-    uint64_t size = words[0];
+    memcpy(words, self->data + (tail % cap), sizeof words);
     if ((words[0] ^ RECORD_TAG) != words[1]) {
         raise_corrupted("bad record tag", words[0], words[1]);
         return -1;
     }
-    if (size > self->max_message_size || record_size(size) > avail) {
-        raise_corrupted("record length exceeds the limit or the published bytes", size, avail);
+    if (words[0] > self->max_message_size || record_size(words[0]) > avail) {
+        raise_corrupted("record length exceeds the limit or the published bytes", words[0], avail);
         return -1;
     }
+    *size = words[0];
+    return 1;
+}
+
+/* Read one record at *tail. 1 = *out set (*tail advanced), 0 = empty, -1 = error. */
+static int get_record(SegmentObject *self, uint64_t *tail, PyObject **out)
+{
+    uint64_t size = 0;
+    int rc = read_header(self, *tail, &size);
+    if (rc != 1)
+        return rc;
     PyObject *bytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
     if (bytes == NULL)
         return -1;
@@ -503,6 +553,106 @@ done:
     return list;
 }
 
+PyDoc_STRVAR(peek_doc,
+"peek() -> memoryview | None\n\n"
+"A read-only view of the oldest message without taking it (None if empty). On a page-aligned\n"
+"ring it points into shared memory (no copy); otherwise a split record is copied. Release the\n"
+"view (view.release() or `with view:`) before consume(); close() waits for views to go.");
+
+static PyObject *Segment_peek(SegmentObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (enter_op(self, &self->getting, "consumer") < 0)
+        return NULL;
+    PyObject *result = NULL;
+    uint64_t tail = atomic_load_explicit(&self->hdr->tail, memory_order_relaxed);
+    uint64_t size = 0;
+    int rc = read_header(self, tail, &size);
+    if (rc == 0) {
+        result = Py_NewRef(Py_None);
+    } else if (rc == 1) {
+        uint64_t start = (tail + RECORD_HEADER_SIZE) % self->capacity_bytes;
+        if (self->mirrored || start + size <= self->capacity_bytes) {
+            /* A slice of a view of the whole data area: it keeps our export alive until the
+             * caller releases it, which keeps the mapping alive too. */
+            PyObject *whole = PyMemoryView_FromObject((PyObject *)self);
+            PyObject *first = PyLong_FromUnsignedLongLong(start);
+            PyObject *last = PyLong_FromUnsignedLongLong(start + size);
+            PyObject *slice = (first && last) ? PySlice_New(first, last, NULL) : NULL;
+            if (whole != NULL && slice != NULL)
+                result = PyObject_GetItem(whole, slice);
+            Py_XDECREF(slice);
+            Py_XDECREF(first);
+            Py_XDECREF(last);
+            Py_XDECREF(whole);
+        } else {
+            PyObject *bytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
+            if (bytes != NULL) {
+                copy_out(self, tail + RECORD_HEADER_SIZE, (unsigned char *)PyBytes_AS_STRING(bytes),
+                         size);
+                result = PyMemoryView_FromObject(bytes);
+                Py_DECREF(bytes);
+            }
+        }
+    }
+    exit_op(self, &self->getting);
+    return result;
+}
+
+PyDoc_STRVAR(consume_doc,
+"consume() -> None\n\n"
+"Take the message peek() showed. Raises UsageError if the ring is empty or a view into the\n"
+"ring is still held (the producer would overwrite what it shows).");
+
+static PyObject *Segment_consume(SegmentObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->exports > 0 && !self->closed) {
+        PyErr_Format(UsageError, "release the view from peek() before consume() (%d held)",
+                     self->exports);
+        return NULL;
+    }
+    if (enter_op(self, &self->getting, "consumer") < 0)
+        return NULL;
+    PyObject *result = NULL;
+    uint64_t tail = atomic_load_explicit(&self->hdr->tail, memory_order_relaxed);
+    uint64_t size = 0;
+    int rc = read_header(self, tail, &size);
+    if (rc == 0) {
+        PyErr_SetString(UsageError, "consume() on an empty ring");
+    } else if (rc == 1) {
+        publish_tail(self, tail + record_size(size), 1);
+        result = Py_NewRef(Py_None);
+    }
+    exit_op(self, &self->getting);
+    return result;
+}
+
+static int Segment_getbuffer(SegmentObject *self, Py_buffer *view, int flags)
+{
+    if (self->closed || self->hdr == NULL) {
+        view->obj = NULL;
+        PyErr_SetString(UsageError, "ring is closed");
+        return -1;
+    }
+    Py_ssize_t size = (Py_ssize_t)(self->capacity_bytes * (self->mirrored ? 2 : 1));
+    /* Read-only: only the producer writes the data area, and only through try_put. */
+    if (PyBuffer_FillInfo(view, (PyObject *)self, self->data, size, 1, flags) < 0)
+        return -1;
+    self->exports++;
+    return 0;
+}
+
+static void Segment_releasebuffer(SegmentObject *self, Py_buffer *Py_UNUSED(view))
+{
+    self->exports--;
+    if (self->closed && self->busy == 0 && self->exports == 0)
+        unmap(self); /* close() came while a view was held */
+}
+
+static PyBufferProcs Segment_as_buffer = {
+    .bf_getbuffer = (getbufferproc)Segment_getbuffer,
+    .bf_releasebuffer = (releasebufferproc)Segment_releasebuffer,
+};
+
 PyDoc_STRVAR(arm_get_wait_doc,
 "arm_get_wait() -> bool\n\n"
 "Consumer about to sleep: announce it (the producer will then signal data_fd), and re-check.\n"
@@ -593,8 +743,8 @@ PyDoc_STRVAR(close_doc,
 static PyObject *Segment_close(SegmentObject *self, PyObject *Py_UNUSED(ignored))
 {
     self->closed = 1;
-    if (self->busy == 0)
-        unmap(self);
+    if (self->busy == 0 && self->exports == 0)
+        unmap(self); /* otherwise the last operation or view release unmaps */
     Py_RETURN_NONE;
 }
 
@@ -665,6 +815,11 @@ static PyObject *Segment_get_closed(SegmentObject *self, void *Py_UNUSED(closure
     return PyBool_FromLong(self->closed);
 }
 
+static PyObject *Segment_get_mirrored(SegmentObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->mirrored);
+}
+
 static PyObject *Segment_get_wake_error_count(SegmentObject *self, void *Py_UNUSED(closure))
 {
     return PyLong_FromUnsignedLongLong(self->wake_error_count);
@@ -681,6 +836,8 @@ static PyMethodDef Segment_methods[] = {
     {"try_put_many", (PyCFunction)Segment_try_put_many, METH_O, try_put_many_doc},
     {"try_get", (PyCFunction)Segment_try_get, METH_NOARGS, try_get_doc},
     {"try_get_many", (PyCFunction)Segment_try_get_many, METH_O, try_get_many_doc},
+    {"peek", (PyCFunction)Segment_peek, METH_NOARGS, peek_doc},
+    {"consume", (PyCFunction)Segment_consume, METH_NOARGS, consume_doc},
     {"arm_get_wait", (PyCFunction)Segment_arm_get_wait, METH_NOARGS, arm_get_wait_doc},
     {"arm_put_wait", (PyCFunction)Segment_arm_put_wait, METH_O, arm_put_wait_doc},
     {"set_wake_fds", (PyCFunction)Segment_set_wake_fds, METH_VARARGS, set_wake_fds_doc},
@@ -697,6 +854,7 @@ static PyGetSetDef Segment_getset[] = {
     {"max_message_size", (getter)Segment_get_max_message_size, NULL, "largest payload", NULL},
     {"shm_fd", (getter)Segment_get_shm_fd, NULL, "owned shm fd, or -1", NULL},
     {"closed", (getter)Segment_get_closed, NULL, "close() was called", NULL},
+    {"mirrored", (getter)Segment_get_mirrored, NULL, "data mapped twice: peek never copies", NULL},
     {"wake_error_count", (getter)Segment_get_wake_error_count, NULL, "failed eventfd writes", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -710,6 +868,7 @@ static PyTypeObject SegmentType = {
     .tp_doc = "A mapped ring segment. Made by create(), attach() or attach_fd(), never directly.",
     .tp_methods = Segment_methods,
     .tp_getset = Segment_getset,
+    .tp_as_buffer = &Segment_as_buffer,
 };
 
 /* ---- module functions -------------------------------------------------------------------- */
@@ -731,6 +890,8 @@ static SegmentObject *new_segment(void)
     self->data_fd = -1;
     self->space_fd = -1;
     self->busy = 0;
+    self->exports = 0;
+    self->mirrored = 0;
     self->putting = 0;
     self->getting = 0;
     self->closed = 0;
@@ -783,18 +944,12 @@ static PyObject *ring_create(PyObject *Py_UNUSED(module), PyObject *args)
         return NULL;
     }
     self->shm_fd = fd;
-    void *map = MAP_FAILED;
-    if (ftruncate(fd, (off_t)map_size) == 0)
-        map = mmap(NULL, map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (map == MAP_FAILED) {
+    if (ftruncate(fd, (off_t)map_size) < 0 || map_ring(self, fd, capacity) < 0) {
         PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, name_obj);
         shm_unlink(name); /* we created it: leave nothing behind */
         Py_DECREF(self); /* closes fd */
         return NULL;
     }
-    self->hdr = map;
-    self->data = (unsigned char *)map + RING_DATA_OFFSET;
-    self->map_size_bytes = map_size;
     self->capacity_bytes = capacity;
     self->max_message_size = max_message;
     struct ring_header *h = self->hdr; /* ftruncate zero-filled everything */
@@ -818,12 +973,9 @@ static PyObject *attach_mapped(SegmentObject *self, int fd, PyObject *label)
                      (long long)st.st_size);
         return NULL;
     }
-    size_t map_size = (size_t)st.st_size;
-    void *map = mmap(NULL, map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (map == MAP_FAILED)
+    uint64_t file_capacity = (uint64_t)st.st_size - RING_DATA_OFFSET;
+    if (map_ring(self, fd, file_capacity) < 0)
         return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, label);
-    self->hdr = map;
-    self->map_size_bytes = map_size;
     struct ring_header *h = self->hdr;
     uint64_t magic = atomic_load_explicit(&h->magic, memory_order_acquire);
     if (magic != RING_MAGIC) {
@@ -837,12 +989,11 @@ static PyObject *attach_mapped(SegmentObject *self, int fd, PyObject *label)
         return NULL;
     }
     uint64_t capacity = h->capacity_bytes, max_message = h->max_message_size;
-    if (capacity != map_size - RING_DATA_OFFSET || capacity % RECORD_ALIGN ||
+    if (capacity != file_capacity || capacity % RECORD_ALIGN ||
         max_message > capacity - RECORD_HEADER_SIZE) {
         PyErr_Format(UsageError, "%R has an inconsistent ring header", label);
         return NULL;
     }
-    self->data = (unsigned char *)map + RING_DATA_OFFSET;
     self->capacity_bytes = capacity;
     self->max_message_size = max_message;
     self->cached_tail = atomic_load_explicit(&h->tail, memory_order_acquire);

@@ -43,7 +43,7 @@ SHM_DIR = Path("/dev/shm")
 # Bound for every wait in these tests: generous for a loaded 2-core machine, never reached when
 # the code is right.
 WAIT_TIMEOUT_MS = 10_000
-PROPERTY_EXAMPLES = 40
+PROPERTY_EXAMPLES = 25
 
 
 def record_size(payload_size: int) -> int:
@@ -222,6 +222,65 @@ def test_put_many_waits_for_space_and_keeps_order(name: str) -> None:
 
     with make_ring(name, 128) as ring:
         assert uvloop.run(scenario(ring)) == items
+
+
+# ---- zero-copy peek/consume -------------------------------------------------------------------
+
+@pytest.mark.parametrize("capacity_bytes", [4096, 4000], ids=["mirrored", "copying"])
+def test_peek_shows_a_split_record_whole_then_consume_takes_it(name: str, capacity_bytes: int) -> None:
+    with make_ring(name, capacity_bytes) as ring:
+        assert ring.is_zero_copy is (capacity_bytes == 4096)
+        lead = b"a" * (capacity_bytes - RECORD_HEADER_SIZE - 24)  # next payload starts 16 B before the end
+        assert ring.try_put(lead) and ring.try_get() == lead
+        message = pattern(3, 500)  # split: 16 bytes at the end, 484 at the start
+        assert ring.try_put(message) and ring.try_put(b"next")
+        view = ring.try_peek()
+        assert view is not None and view.readonly and view == message
+        if ring.is_zero_copy:
+            with pytest.raises(UsageError, match="release the view"):
+                ring.consume()  # the producer could overwrite what the view shows
+        view.release()
+        ring.consume()
+        assert ring.try_get() == b"next"
+        assert ring.try_peek() is None
+        with pytest.raises(UsageError, match="empty"):
+            ring.consume()
+
+
+def test_close_while_a_view_is_held_unmaps_only_after_release(name: str) -> None:
+    ring = make_ring(name, 4096)
+    ring.try_put(b"still here")
+    view = ring.try_peek()
+    assert view is not None
+    ring.close()
+    assert ring.closed and bytes(view) == b"still here"  # mapping kept alive by the view
+    view.release()
+    with pytest.raises(UsageError, match="closed"):
+        ring.try_peek()
+
+
+def test_peek_blocking_and_async_peek_wait_for_a_message(name: str) -> None:
+    async def scenario(ring: Ring) -> bytes:
+        task = asyncio.create_task(ring.peek(timeout_ms=WAIT_TIMEOUT_MS))
+        while not ring._getter_waiting:
+            await asyncio.sleep(0)
+        ring.try_put(b"async")
+        view = await task
+        with view:
+            data = bytes(view)
+        ring.consume()
+        return data
+
+    with make_ring(name, 4096) as ring:
+        assert ring.peek_blocking(timeout_ms=1) is None
+        with pytest.raises(TimeoutError):
+            asyncio.run(ring.peek(timeout_ms=1))
+        assert uvloop.run(scenario(ring)) == b"async"
+        ring.try_put(b"blocking")
+        view = ring.peek_blocking(timeout_ms=WAIT_TIMEOUT_MS)
+        assert view is not None and bytes(view) == b"blocking"
+        view.release()
+        ring.consume()
 
 
 # ---- waking -------------------------------------------------------------------------------------
@@ -494,13 +553,14 @@ OPS = st.lists(
         st.tuples(st.just("put_many"), st.lists(st.integers(0, 120), max_size=6)),
         st.tuples(st.just("get"), st.just(0)),
         st.tuples(st.just("get_many"), st.integers(1, 5)),
+        st.tuples(st.just("peek_consume"), st.just(0)),
     ),
     max_size=120,
 )
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=OPS, capacity_bytes=st.sampled_from([64, 200, 512, 1000]))
+@given(ops=OPS, capacity_bytes=st.sampled_from([64, 200, 512, 1000, 4096]))  # 4096: mirrored
 def test_ring_agrees_with_a_deque_model(ops: list[tuple[str, object]], capacity_bytes: int) -> None:
     name = unique_name()
     ring = make_ring(name, capacity_bytes)
@@ -548,6 +608,18 @@ def test_ring_agrees_with_a_deque_model(ops: list[tuple[str, object]], capacity_
                 if expected is not None:
                     used_bytes -= record_size(len(expected))
                 assert ring.try_get() == expected
+            elif op == "peek_consume":
+                view = ring.try_peek()
+                if not model:
+                    assert view is None
+                    with pytest.raises(UsageError, match="empty"):
+                        ring.consume()
+                else:
+                    assert view is not None
+                    with view:
+                        assert view == model[0]
+                    ring.consume()
+                    used_bytes -= record_size(len(model.popleft()))
             else:
                 assert isinstance(arg, int)
                 taken = [model.popleft() for _ in range(min(arg, len(model)))]
