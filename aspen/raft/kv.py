@@ -36,7 +36,6 @@ scans with O(log n + chunk) insert/delete instead of O(n) for one big sorted lis
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import Annotated
 
@@ -427,7 +426,7 @@ class KvStateMachine:
         self._keys = _SortedKeys()
         self._applied_index = 0
         self._data_size_bytes = 0
-        self._results: OrderedDict[int, KvResult] = OrderedDict()
+        self._results: dict[int, KvResult] = {}
         self.rejected_count = 0
 
     @property
@@ -452,9 +451,9 @@ class KvStateMachine:
             raise UsageError(f"apply gap: index {index} after applied_index {self._applied_index}")
         result = self._execute(data)
         self._applied_index = index
+        # Indexes are consecutive, so the entry MAX_CACHED_RESULTS back is the oldest one.
         self._results[index] = result
-        if len(self._results) > MAX_CACHED_RESULTS:
-            self._results.popitem(last=False)
+        self._results.pop(index - MAX_CACHED_RESULTS, None)
         return result
 
     def read(self, command: KvRead) -> GetResult | ScanResult:
@@ -472,29 +471,51 @@ class KvStateMachine:
         if not data:
             return NoOp()
         try:
-            command = decode_command(data)
-        except WireDecodeError as exc:
-            self.rejected_count += 1
-            return Rejected(reason=str(exc))
-        except LimitExceeded as exc:
-            self.rejected_count += 1
-            return Rejected(reason=str(exc), limit_name=exc.name, value=exc.value, limit=exc.limit)
-        except UsageError as exc:
-            self.rejected_count += 1
-            return Rejected(reason=str(exc))
-        try:
+            if len(data) > MAX_COMMAND_SIZE:
+                raise LimitExceeded("MAX_COMMAND_SIZE", len(data), MAX_COMMAND_SIZE)
+            try:
+                command = _COMMAND_DECODER.decode(data)
+            except msgspec.DecodeError as exc:
+                raise WireDecodeError(f"bad KV command: {exc}") from exc
+            if type(command) is Set:
+                return self._set(command.key, command.value)  # the hot path, validated inline
+            validate_command(command)
             return self._execute_command(command)
         except LimitExceeded as exc:
             self.rejected_count += 1
             return Rejected(reason=str(exc), limit_name=exc.name, value=exc.value, limit=exc.limit)
+        except (WireDecodeError, UsageError) as exc:
+            self.rejected_count += 1
+            return Rejected(reason=str(exc))
+
+    def _set(self, key: str, value: str) -> WriteResult:
+        """Set with each string measured once (validation, quota and accounting share sizes)."""
+        key_size = len(key) if key.isascii() else len(key.encode("utf-8"))
+        value_size = len(value) if value.isascii() else len(value.encode("utf-8"))
+        if key_size > MAX_KEY_SIZE:
+            raise LimitExceeded("MAX_KEY_SIZE", key_size, MAX_KEY_SIZE)
+        if value_size > MAX_VALUE_SIZE:
+            raise LimitExceeded("MAX_VALUE_SIZE", value_size, MAX_VALUE_SIZE)
+        data = self._data
+        previous = data.get(key)
+        if previous is None:
+            size_bytes = self._data_size_bytes + key_size + value_size
+            if len(data) >= MAX_KV_KEYS:
+                raise LimitExceeded("MAX_KV_KEYS", len(data) + 1, MAX_KV_KEYS)
+        else:
+            size_bytes = self._data_size_bytes + value_size - _utf8_size(previous)
+        if size_bytes > MAX_KV_DATA_SIZE:
+            raise LimitExceeded("MAX_KV_DATA_SIZE", size_bytes, MAX_KV_DATA_SIZE)
+        if previous is None:
+            self._keys.add(key)
+        data[key] = value
+        self._data_size_bytes = size_bytes
+        return WriteResult(previous=previous)
 
     def _execute_command(self, command: KvCommand) -> KvResult:
         match command:
             case Set(key=key, value=value):
-                previous = self._data.get(key)
-                self._check_quota([(key, value)])
-                self._put(key, value, previous)
-                return WriteResult(previous=previous)
+                return self._set(key, value)
             case SetMulti(pairs=pairs):
                 self._check_quota(pairs)  # before any change: all or nothing
                 for key, value in pairs:
