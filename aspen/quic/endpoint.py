@@ -446,7 +446,7 @@ class Endpoint:
         """Drain `conn`'s events, send its datagrams, re-arm its timer, do the bookkeeping."""
         if conn not in self._cids_of:
             return
-        was_authenticated = conn._remote_id is not None
+        was_authenticated = conn.is_authenticated
         was_lost = conn._lost is not None
         quic = conn.quic
         conn.process_events()
@@ -470,7 +470,7 @@ class Endpoint:
                 if timer_at is not None:
                     assert self._loop is not None
                     self._timers[conn] = (timer_at, self._loop.call_at(timer_at, self._on_timer, conn))
-        if not was_authenticated and conn._remote_id is not None:
+        if not was_authenticated and conn.is_authenticated:
             self._on_authenticated(conn)
         if not was_lost and conn._lost is not None:
             self._on_lost(conn)

@@ -307,6 +307,7 @@ class QuicPeerConnection:
         self.peer_addr = peer_addr
         self.handshake_done: asyncio.Future[None] = loop.create_future()
         self._remote_id: EndpointId | None = None
+        self._authenticated = False
         self._alpn = ""
         self._streams: dict[int, QuicPeerStream] = {}
         self._highest_remote_bidi = -1
@@ -336,9 +337,15 @@ class QuicPeerConnection:
         return self._alpn
 
     @property
+    def is_authenticated(self) -> bool:
+        """Both sides proved their keys: a client waits for HANDSHAKE_DONE (RFC 9001 §4.1.2),
+        which the server only sends after checking the client's certificate."""
+        return self._authenticated
+
+    @property
     def is_usable(self) -> bool:
         """Authenticated and not closing: new streams may be opened."""
-        return self._remote_id is not None and self._lost is None
+        return self._authenticated and self._lost is None
 
     @property
     def open_stream_count(self) -> int:
@@ -432,6 +439,11 @@ class QuicPeerConnection:
                 self._on_closed(event)
             # ConnectionIdIssued/Retired are read by the endpoint through quic.host_cids;
             # PingAcknowledged, ProtocolNegotiated, DatagramFrameReceived: nothing to do.
+        if (not self._authenticated and self._remote_id is not None and self._lost is None
+                and (not quic._is_client or quic._handshake_confirmed)):
+            self._authenticated = True
+            if not self.handshake_done.done():
+                self.handshake_done.set_result(None)
         # aioquic reports a close it initiated (a TLS alert we raised, a protocol error) or one
         # the peer sent only after the draining period; callers must learn at once.
         if self._lost is None and quic._close_event is not None:
@@ -470,8 +482,6 @@ class QuicPeerConnection:
             return
         self._remote_id = remote_id
         self._alpn = event.alpn_protocol or ""
-        if not self.handshake_done.done():
-            self.handshake_done.set_result(None)
 
     def _fail_handshake(self, exc: HandshakeError) -> None:
         self._metrics.handshake_failures.labels(reason=exc.reason).inc()
@@ -481,7 +491,7 @@ class QuicPeerConnection:
             self.handshake_done.exception()
 
     def _on_closed(self, event: events.ConnectionTerminated) -> None:
-        if self._remote_id is None and not self.handshake_done.done():
+        if not self.handshake_done.done():
             reason = classify_handshake_failure(event)
             self._fail_handshake(HandshakeError(
                 f"handshake failed ({reason}): {event.reason_phrase or 'no reason'} "
@@ -494,7 +504,7 @@ class QuicPeerConnection:
     def mark_reset(self) -> None:
         """A stateless reset for this connection arrived: it is dead, send nothing more."""
         self.is_terminated = True
-        if self._remote_id is None and not self.handshake_done.done():
+        if not self.handshake_done.done():
             self._fail_handshake(HandshakeError("peer has no state for this connection", reason="other"))
         if self._lost is None:
             self._set_lost(ConnectionLostError("peer reset the connection (stateless reset)",
@@ -529,6 +539,8 @@ class QuicPeerConnection:
     def _new_remote_stream(self, stream_id: int) -> QuicPeerStream | None:
         is_client = self.quic._is_client
         initiated_by_us = (stream_id & 1) == (0 if is_client else 1)
+        # _remote_id is set once the peer's key is proven from our side (its CertificateVerify
+        # checked); a client may see a server stream before HANDSHAKE_DONE if packets reorder.
         if initiated_by_us or self._remote_id is None or self._lost is not None:
             return None  # late event for a stream we already forgot, or data before auth
         unidirectional = bool(stream_id & 2)
