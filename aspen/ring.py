@@ -312,6 +312,11 @@ class Ring:
         return self._segment.mirrored
 
     @property
+    def shm_fd(self) -> int:
+        """The segment's fd kept for passing to a child (-1 once `close_shm_fd()` or attached)."""
+        return self._segment.shm_fd
+
+    @property
     def data_fd(self) -> int:
         """eventfd that becomes readable when the consumer may have messages."""
         return self._data_fd

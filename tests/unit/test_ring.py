@@ -303,6 +303,33 @@ def test_async_get_wakes_on_put_from_another_thread(name: str, runner: object) -
         assert runner(scenario(ring)) == b"wake"  # type: ignore[operator]
 
 
+def test_producer_signals_only_when_the_consumer_announced_sleep(name: str) -> None:
+    """A busy stream costs no eventfd write per message: only an armed waiter is signalled."""
+    def signalled(fd: int) -> bool:
+        try:
+            os.read(fd, 8)
+        except BlockingIOError:
+            return False
+        return True
+
+    with make_ring(name, 4096) as ring:
+        ring.try_put(b"1")
+        assert not signalled(ring.data_fd)
+        assert ring.try_get() == b"1" and ring.arm_get_wait() is False  # empty: may sleep now
+        ring.try_put(b"2")
+        ring.try_put(b"3")
+        assert signalled(ring.data_fd) and not signalled(ring.data_fd)  # once, then disarmed
+        assert ring.arm_get_wait() is True  # data present: do not sleep, no signal pending
+        ring.try_put(b"4")
+        assert not signalled(ring.data_fd)
+        assert ring.try_get_many(8) == [b"2", b"3", b"4"]
+        assert not signalled(ring.space_fd)  # the producer never announced it was waiting
+        ring.try_put(b"x" * (4096 - 8))
+        assert ring.arm_put_wait(0) is False  # full: the producer may sleep
+        ring.try_get()
+        assert signalled(ring.space_fd)
+
+
 def test_async_get_times_out_and_leaves_the_ring_usable(name: str) -> None:
     with make_ring(name, 4096) as ring:
         with pytest.raises(TimeoutError):
@@ -441,6 +468,27 @@ def test_attach_by_name_shares_the_ring(name: str) -> None:
         creator.close()
 
 
+def test_attach_spec_by_fd_and_by_name(name: str) -> None:
+    creator = Ring.create(name, 4096)
+    try:
+        by_fd = Ring.attach_spec(RingSpec(name, os.dup(creator.shm_fd), os.dup(creator.data_fd),
+                                          os.dup(creator.space_fd)))
+        by_name = Ring.attach_spec(RingSpec(name, -1, os.dup(creator.data_fd),
+                                            os.dup(creator.space_fd)))
+        creator.unlink()
+        creator.close_shm_fd()
+        assert creator.spec().shm_fd == -1 and creator.inheritable_fds() == (
+            creator.data_fd, creator.space_fd)
+        creator.try_put_many([b"a", b"b"])
+        assert by_fd.try_get() == b"a" and by_name.try_get() == b"b"
+        assert creator.attach_count == 2
+        by_fd.close()
+        by_name.close()
+    finally:
+        creator.unlink()
+        creator.close()
+
+
 @pytest.mark.parametrize("capacity_bytes", [-8, 0, 8, 60, 65, 2**31 + 8, 1.5])
 def test_bad_capacity_is_refused(name: str, capacity_bytes: int) -> None:
     with pytest.raises(UsageError, match="capacity_bytes"):
@@ -496,6 +544,18 @@ def test_attach_to_wrong_magic_or_size_raises(name: str) -> None:
             Ring.attach(name, data_fd=0, space_fd=1)
     finally:
         path.unlink()
+
+
+def test_attach_refuses_another_layout_version(name: str) -> None:
+    ring = Ring.create(name, 4096)
+    try:
+        with open(SHM_DIR / name, "r+b") as fh, mmap.mmap(fh.fileno(), 0) as view:
+            view[8:12] = struct.pack("<I", 99)  # header: magic (8 bytes), then version (u32)
+        with pytest.raises(UsageError, match="version 99"):
+            Ring.attach(name, data_fd=0, space_fd=1)
+    finally:
+        ring.unlink()
+        ring.close()
 
 
 def test_create_refuses_an_existing_name(name: str) -> None:
