@@ -2,7 +2,8 @@
 
 Rules:
 
-- **Nothing is durable before `sync()` returns.** `append` and `set_hard_state` only buffer;
+- **Nothing is durable before `sync()` returns.** `append` and `set_hard_state` only buffer
+  (reads see the buffered state at once, like MemoryStorage; a crash drops it);
   `sync()` writes everything buffered as ONE frame with one `write` and one `fdatasync` (group
   commit: a batch of N entries costs one sync). `sync_count` counts the real syncs.
 - **One frame per sync, and every frame is synced before the next one is written.** So only the
@@ -189,8 +190,8 @@ def _find_valid_frame(buf: bytes, start: int) -> int | None:
 class SegmentLog:
     """The durable log + hard state + compaction point in one directory (see module doc).
 
-    Reads (`term`, `entries`, `last_index`, `hard_state`) see only durable state: what the last
-    `sync()` (or `compact`/`reset`) made durable. Writes: `append`*, `set_hard_state`, then
+    Reads (`term`, `entries`, `last_index`, `hard_state`) see the current state, buffered writes
+    included (`durable_last_index`/`durable_hard_state` tell what a crash would leave). Writes: `append`*, `set_hard_state`, then
     `sync()`. `compact` and `reset` are durable when they return. After any OS error the log is
     failed for good (errors are sticky: after a failed fsync the page cache can't be trusted);
     every later call raises StorageError and the owner must reopen, which recovers from disk.
@@ -311,7 +312,7 @@ class SegmentLog:
         self._base_term = frame.base_term
         self._replayed_any = True
 
-    # -- read side (durable state) -----------------------------------------------------------
+    # -- read side (current state: durable + buffered, like MemoryStorage) -------------------
 
     def _check(self) -> None:
         if self._failed is not None:
@@ -319,7 +320,12 @@ class SegmentLog:
 
     @property
     def hard_state(self) -> HardState:
-        """The durable hard state (HardState() for a fresh log)."""
+        """The current hard state: the last one set, durable or not (HardState() when fresh)."""
+        return self._pending_hard_state or self._hard_state
+
+    @property
+    def durable_hard_state(self) -> HardState:
+        """The hard state as of the last sync (what a crash now would leave)."""
         return self._hard_state
 
     @property
@@ -335,6 +341,13 @@ class SegmentLog:
         return self._base_index + 1
 
     def last_index(self) -> int:
+        """The last entry appended, synced or not (the core reads what the worker wrote)."""
+        if self._pending_first is not None:
+            return self._pending_first + len(self._pending) - 1
+        return self._start + len(self._locs) - 1
+
+    def durable_last_index(self) -> int:
+        """The last entry made durable by a sync (what a crash now would leave)."""
         return self._start + len(self._locs) - 1
 
     def term(self, index: int) -> int:
@@ -345,22 +358,41 @@ class SegmentLog:
         if index < self._base_index:
             raise LogCompacted(f"index {index} is compacted (first index {self._base_index + 1})")
         if index > self.last_index():
-            raise LogUnavailable(f"index {index} is beyond the last durable index {self.last_index()}")
+            raise LogUnavailable(f"index {index} is beyond the last index {self.last_index()}")
+        if self._pending_first is not None and index >= self._pending_first:
+            return self._pending[index - self._pending_first].term
         return self._locs[index - self._start][0]
 
     def entries(self, lo: int, hi: int, max_size_bytes: int) -> list[Entry]:
-        """Durable entries [lo, hi), at most `max_size_bytes` (entry_size_bytes) but >= 1 if lo < hi.
+        """Entries [lo, hi), at most `max_size_bytes` (entry_size_bytes) but >= 1 if lo < hi.
 
-        Every entry's crc32 is checked on the way out: a mismatch is StorageError naming the
-        file and offset, never a corrupted entry returned.
+        Durable entries are read from disk and every entry's crc32 is checked on the way out: a
+        mismatch is StorageError naming the file and offset, never a corrupted entry returned.
+        Buffered (not yet synced) entries come from memory.
         """
         self._check()
         if lo < self._base_index + 1:
             raise LogCompacted(f"index {lo} is compacted (first index {self._base_index + 1})")
         if hi > self.last_index() + 1:
-            raise LogUnavailable(f"index {hi - 1} is beyond the last durable index {self.last_index()}")
+            raise LogUnavailable(f"index {hi - 1} is beyond the last index {self.last_index()}")
         if lo >= hi:
             return []
+        split = hi if self._pending_first is None else min(hi, self._pending_first)
+        out = self._read_durable(lo, split, max_size_bytes) if lo < split else []
+        if len(out) < split - lo or split >= hi:
+            return out
+        total_bytes = sum(len(e.data) + ENTRY_OVERHEAD_BYTES for e in out)
+        first = self._pending_first
+        assert first is not None
+        for entry in self._pending[max(lo, first) - first:hi - first]:
+            size_bytes = len(entry.data) + ENTRY_OVERHEAD_BYTES
+            if out and total_bytes + size_bytes > max_size_bytes:
+                break
+            total_bytes += size_bytes
+            out.append(entry)
+        return out
+
+    def _read_durable(self, lo: int, hi: int, max_size_bytes: int) -> list[Entry]:
         locs = self._locs[lo - self._start:hi - self._start]
         total_bytes = 0
         count = 0
@@ -400,18 +432,16 @@ class SegmentLog:
         self._failed = StorageError(f"{self._dir}: {message}; the log must be reopened")
         return self._failed
 
-    def _virtual_last(self) -> int:
-        if self._pending_first is not None:
-            return self._pending_first + len(self._pending) - 1
-        return self.last_index()
-
     def append(self, entries: Iterable[Entry]) -> None:
         """Buffer contiguous entries; an index <= the last one first discards that suffix.
 
         Not durable until `sync()`; a batch larger than MAX_FRAME_SIZE / MAX_FRAME_ENTRIES is
-        written and synced in several frames (earlier durability is always allowed). Raises
-        UsageError for a gap, a compacted index or an overwrite of a committed entry, and
-        LimitExceeded (MAX_ENTRY_SIZE, MAX_LOG_ENTRIES).
+        written and synced in several frames (earlier durability is always allowed). Entries at
+        or below the commit index that match the log (same term) are skipped. Raises
+        LogUnavailable for a gap and LogCompacted for a compacted index (as MemoryStorage does),
+        UsageError for an overwrite of a committed entry with a different term (a core bug that
+        would break Raft's State Machine Safety), LimitExceeded (MAX_ENTRY_SIZE,
+        MAX_LOG_ENTRIES).
         """
         self._check()
         commit = (self._pending_hard_state or self._hard_state).commit
@@ -420,15 +450,16 @@ class SegmentLog:
             size_bytes = len(entry.data)
             if size_bytes > MAX_ENTRY_SIZE:
                 raise LimitExceeded("MAX_ENTRY_SIZE", size_bytes, MAX_ENTRY_SIZE)
-            if index > self._virtual_last() + 1:
-                raise UsageError(f"append gap: index {index} after last {self._virtual_last()}")
-            if (index <= commit and self._start <= index <= self.last_index()
-                    and self._locs[index - self._start][0] == entry.term
-                    and self._pending_first is None):
-                continue  # already durable and committed, identical by Raft's log matching
-            if index <= max(self._base_index, commit):
-                raise UsageError(f"append at index {index} would overwrite a compacted or "
-                                 f"committed entry (compacted to {self._base_index}, commit {commit})")
+            if index > self.last_index() + 1:
+                raise LogUnavailable(f"append gap: index {index} after last {self.last_index()}")
+            if index <= self._base_index:
+                raise LogCompacted(f"append at {index} at or below the compaction point "
+                                   f"{self._base_index}")
+            if index <= commit:
+                if self.term(index) == entry.term:
+                    continue  # identical by Raft's log matching: nothing to rewrite
+                raise UsageError(f"append at index {index} (term {entry.term}) would overwrite "
+                                 f"a committed entry (term {self.term(index)}, commit {commit})")
             if index - self._base_index > MAX_LOG_ENTRIES:
                 raise LimitExceeded("MAX_LOG_ENTRIES", index - self._base_index, MAX_LOG_ENTRIES)
             if self._pending_first is not None and index < self._pending_first + len(self._pending):
@@ -472,7 +503,7 @@ class SegmentLog:
         self._check()
         if not self.has_pending():
             return False
-        first = self._pending_first if self._pending_first is not None else self.last_index() + 1
+        first = self._pending_first if self._pending_first is not None else self.durable_last_index() + 1
         self._write_frame(first, self._pending, self._pending_hard_state or self._hard_state,
                           self._base_index, self._base_term)
         self._pending_first = None
@@ -489,7 +520,7 @@ class SegmentLog:
         self._check()
         if index <= self._base_index:
             return
-        first = self._pending_first if self._pending_first is not None else self.last_index() + 1
+        first = self._pending_first if self._pending_first is not None else self.durable_last_index() + 1
         self._write_frame(first, self._pending, self._pending_hard_state or self._hard_state,
                           index, term)
         self._pending_first = None
@@ -542,7 +573,7 @@ class SegmentLog:
         self.sync_count += 1
         self._active_size_bytes = offset + len(frame)
         # The frame is durable: fold it into the index exactly as recovery would replay it.
-        if first > self.last_index() + 1 or first < self._start:
+        if first > self.durable_last_index() + 1 or first < self._start:
             self._live.clear()
             self._locs = []
             self._start = first
@@ -559,7 +590,7 @@ class SegmentLog:
         self._hard_state = hard_state
         if base_index > self._base_index:
             self._base_index, self._base_term = base_index, base_term
-            last = self.last_index()
+            last = self.durable_last_index()
             if last <= base_index:
                 for loc in self._locs:
                     self._live[loc[2]] -= 1

@@ -8,8 +8,11 @@ Rules:
 - Nothing is acknowledged before it is on disk: `append`/`set_hard_state` buffer, `sync()` writes
   them as one checksummed frame with one fdatasync (group commit; `sync_count` counts syncs).
   `apply_snapshot`, `create_snapshot` and `compact` are durable when they return.
-- Reads (`first_index`, `last_index`, `term`, `entries`, `initial_state`) show durable state only,
-  as the protocol says: the core keeps the unsynced tail itself.
+- Reads (`first_index`, `last_index`, `term`, `entries`, `initial_state`) show the current state,
+  appended-but-unsynced entries included, exactly like `MemoryStorage` (so the core behaves the
+  same on both); under the worker's order (sync before advance) that is also the durable state.
+  Errors also match MemoryStorage: LogUnavailable / LogCompacted for out-of-range appends,
+  compactions and snapshots.
 - Snapshots are written atomically (temp file, fsync, rename, fsync of the directory) with a
   blake3 digest over meta and data and a crc32 over the header; the latest one failing its
   checks is a loud StorageError at open, never a silent fallback.
@@ -46,7 +49,7 @@ import msgspec
 
 from aspen.errors import LimitExceeded, StorageError, UsageError
 from aspen.raft.segment_log import SegmentLog, fsync_dir
-from aspen.raft.types import Entry, HardState, LogCompacted, LogUnavailable, Membership, Snapshot, SnapshotMeta
+from aspen.raft.types import Entry, HardState, LogUnavailable, Membership, Snapshot, SnapshotMeta
 from aspen.units import GiB
 
 # Snapshots kept on disk: the newest is the one used; one older copy is kept for an operator's
@@ -244,6 +247,10 @@ class DurableStorage:
             raise UsageError(f"apply_snapshot at {meta.index} is older than the snapshot at "
                              f"{self._snapshot_meta.index}")
         self._save_snapshot(snapshot)
+        hard_state = self._log.hard_state
+        if hard_state.commit < meta.index:  # a snapshot holds committed entries only
+            self._log.set_hard_state(HardState(term=hard_state.term, vote=hard_state.vote,
+                                               commit=meta.index))
         self._log.reset(meta.index, meta.term)
 
     def append(self, entries: Iterable[Entry]) -> None:
@@ -261,26 +268,26 @@ class DurableStorage:
     def create_snapshot(self, snapshot: Snapshot) -> None:
         """Store a snapshot the worker built at `snapshot.meta.index`; durable when it returns.
 
-        Raises UsageError unless the index is durable in the log (or is the compaction point)
-        with the same term, and not older than the newest snapshot.
+        A snapshot not newer than the newest one is ignored (as MemoryStorage does). Raises
+        LogUnavailable past the last index, LogCompacted below the compaction point, UsageError
+        if the log holds a different term at that index.
         """
         meta = snapshot.meta
-        if meta.index < self._snapshot_meta.index:
-            raise UsageError(f"create_snapshot at {meta.index} is older than the snapshot at "
-                             f"{self._snapshot_meta.index}")
-        try:
-            term = self._log.term(meta.index)
-        except (LogCompacted, LogUnavailable) as exc:
-            raise UsageError(f"create_snapshot at {meta.index}: {exc}") from exc
+        if meta.index <= self._snapshot_meta.index:
+            return
+        term = self._log.term(meta.index)
         if term != meta.term:
             raise UsageError(f"create_snapshot at {meta.index}: term {meta.term} but the log "
                              f"has {term}")
         self._save_snapshot(snapshot)
 
     def compact(self, index: int) -> None:
-        """Drop entries <= index (<= the newest snapshot's index), durably; delete old segments."""
+        """Drop entries <= index (<= the newest snapshot's index), durably; delete old segments.
+
+        Raises LogUnavailable past the newest snapshot (as MemoryStorage does).
+        """
         if index > self._snapshot_meta.index:
-            raise UsageError(f"compact to {index} past the newest snapshot at "
+            raise LogUnavailable(f"compact to {index} past the newest snapshot at "
                              f"{self._snapshot_meta.index}")
         if index <= self._log.base_index:
             return
@@ -297,6 +304,14 @@ class DurableStorage:
     def truncated_tail_bytes(self) -> int:
         """Bytes of torn tail dropped by recovery at open."""
         return self._log.truncated_tail_bytes
+
+    def durable_last_index(self) -> int:
+        """The last entry a crash now would leave (last_index() includes unsynced appends)."""
+        return self._log.durable_last_index()
+
+    def durable_hard_state(self) -> HardState:
+        """The hard state a crash now would leave."""
+        return self._log.durable_hard_state
 
     def segment_count(self) -> int:
         return self._log.segment_count()

@@ -72,7 +72,9 @@ def test_group_commit_is_one_sync_per_batch_and_survives_reopen(store_dir: str) 
     for lo in range(1, 1001, 100):
         store.append(entries(lo, lo + 99))
     store.set_hard_state(HardState(term=1, vote=1, commit=900))
-    assert store.last_index() == 0  # reads show durable state only
+    assert store.last_index() == 1000  # reads see what was written, like MemoryStorage
+    assert store.entries(999, 1001, ALL_BYTES) == entries(999, 1000)
+    assert store.durable_last_index() == 0 and store.durable_hard_state() == HardState()
     assert store.sync_count == 0
     store.sync()
     assert store.sync_count == 1 and store.last_index() == 1000
@@ -92,6 +94,7 @@ def test_unsynced_appends_are_lost_by_a_crash(store_dir: str) -> None:
     store.sync()
     store.append(entries(6, 9))
     store.set_hard_state(HardState(term=2, vote=3))
+    assert store.last_index() == 9 and store.initial_state()[0] == HardState(term=2, vote=3)
     store.close()  # crash before sync
     store = DurableStorage(store_dir)
     check_log(store, {e.index: e for e in entries(1, 5)})
@@ -121,7 +124,7 @@ def test_conflicting_suffix_is_overwritten_durably(store_dir: str) -> None:
     with pytest.raises(UsageError, match="committed"):
         store.append(entries(3, 3, term=9))  # commit is 4: committed entries never change
     store.append(entries(2, 8, term=1)[:3] + [Entry(term=5, index=5, data=b"x")])  # 2..4 identical
-    with pytest.raises(UsageError, match="gap"):
+    with pytest.raises(LogUnavailable, match="gap"):
         store.append(entries(20, 21, term=5))
     store.close()
 
@@ -141,7 +144,7 @@ def test_term_and_entries_bounds(store_dir: str) -> None:
     with pytest.raises(LogCompacted):
         store.entries(4, 6, ALL_BYTES)
     assert store.term(4) == 1 and store.first_index() == 5
-    with pytest.raises(UsageError):
+    with pytest.raises(LogUnavailable):
         store.compact(7)  # past the newest snapshot
     store.close()
 
@@ -350,7 +353,7 @@ def test_random_operations_and_crashes_against_a_model(store_dir: str, monkeypat
     snap_index = 0
     store = DurableStorage(store_dir)
     term = 1
-    for step in range(600):
+    for step in range(400):
         roll = rng.random()
         last = store.last_index()
         if roll < 0.55:
@@ -393,3 +396,61 @@ def test_random_operations_and_crashes_against_a_model(store_dir: str, monkeypat
         assert store.initial_state()[0] == hard
     store.close()
     assert torn_bytes > 0 and deleted_segments > 0 and reopens > 10  # the test did exercise them
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_behaves_like_memory_storage(store_dir: str, monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    """Differential test against the core's MemoryStorage (the reference the core is tested
+    with): the same calls, in the worker's order, give the same reads, crashes included."""
+    memory_storage = pytest.importorskip("aspen.raft.memory_storage")
+    monkeypatch.setattr(segment_log, "MAX_SEGMENT_SIZE", 4096)
+    rng = random.Random(seed)
+    mem = memory_storage.MemoryStorage(ONE)
+    disk = DurableStorage(store_dir, bootstrap=ONE)
+    term = 1
+    for step in range(300):
+        roll = rng.random()
+        hs, _ = mem.initial_state()
+        first, last = mem.first_index(), mem.last_index()
+        if roll < 0.45:  # one Ready: append (maybe overwriting uncommitted), hard state, sync
+            lo = rng.randrange(max(first, hs.commit + 1), last + 2)
+            batch = [Entry(term=term, index=i, kind=rng.choice(list(EntryKind)),
+                           data=rng.randbytes(rng.randrange(0, 40))) for i in range(lo, lo + rng.randrange(1, 8))]
+            new_hs = HardState(term=term, vote=rng.choice([0, 1, 2]),
+                               commit=rng.randrange(hs.commit, batch[-1].index + 1))
+            do_sync = rng.random() < 0.9
+            for store in (mem, disk):
+                store.append(batch)
+                store.set_hard_state(new_hs)
+                if do_sync:
+                    store.sync()
+        elif roll < 0.55:
+            term += 1
+        elif roll < 0.7 and hs.commit >= first:  # snapshot + compaction after a sync
+            for store in (mem, disk):
+                store.sync()
+            index = rng.randrange(max(first - 1, mem.snapshot().meta.index), hs.commit + 1)
+            snap = Snapshot(meta=SnapshotMeta(index=index, term=mem.term(index), membership=ONE),
+                            data=b"state@%d" % index)
+            keep = rng.randrange(0, 6)
+            for store in (mem, disk):
+                store.create_snapshot(snap)
+                store.compact(max(first - 1, min(index, mem.snapshot().meta.index) - keep))
+        elif roll < 0.75:  # a snapshot from the leader, beyond or inside the log
+            index = rng.randrange(max(hs.commit, mem.snapshot().meta.index) + 1, last + 10)
+            snap = Snapshot(meta=SnapshotMeta(index=index, term=term, membership=ONE), data=b"leader")
+            for store in (mem, disk):
+                store.apply_snapshot(snap)
+                store.sync()
+        else:  # crash: MemoryStorage keeps what was synced; the disk store is reopened
+            mem.crash()
+            disk.close()
+            disk = DurableStorage(store_dir)
+        assert (disk.first_index(), disk.last_index()) == (mem.first_index(), mem.last_index()), step
+        assert disk.initial_state() == mem.initial_state(), step
+        assert disk.snapshot().meta == mem.snapshot().meta
+        lo, hi = disk.first_index(), disk.last_index() + 1
+        assert [disk.term(i) for i in range(lo - 1, hi)] == [mem.term(i) for i in range(lo - 1, hi)]
+        budget = rng.choice([1, 100, ALL_BYTES])
+        assert disk.entries(lo, hi, budget) == mem.entries(lo, hi, budget), step
+    disk.close()
