@@ -351,12 +351,15 @@ static void publish_tail(SegmentObject *self, uint64_t tail, uint64_t count)
 static int read_header(SegmentObject *self, uint64_t tail, uint64_t *size)
 {
     uint64_t cap = self->capacity_bytes;
-    if (self->cached_head == tail) {
+    uint64_t avail = self->cached_head - tail;
+    /* Reload when the cache says empty, and also when it is behind tail: another object (an
+     * earlier consumer of this ring) moved tail past what we cached. */
+    if (avail == 0 || avail > cap) {
         self->cached_head = atomic_load_explicit(&self->hdr->head, memory_order_acquire);
-        if (self->cached_head == tail)
+        avail = self->cached_head - tail;
+        if (avail == 0)
             return 0;
     }
-    uint64_t avail = self->cached_head - tail;
     if (avail > cap || avail < RECORD_HEADER_SIZE) {
         raise_corrupted("head is behind tail or ahead by more than the capacity", self->cached_head,
                         tail);
