@@ -219,6 +219,9 @@ def test_peer_restart_is_survived_by_redialing() -> None:
                     assert reply == b"after"
                     opened = client.metrics.connections_opened.labels(alpn=ECHO_ALPN, direction="out")
                     assert opened._value.get() == 2
+                    # The restarted server held no state for our old connection and said so
+                    # with a stateless reset (RFC 9000 §10.3) instead of letting us time out.
+                    assert client.metrics.stateless_resets.labels(direction="in")._value.get() >= 1
                 finally:
                     second.stop()
             finally:

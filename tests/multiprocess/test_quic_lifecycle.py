@@ -1,0 +1,93 @@
+"""Endpoint lifecycle and the ping helper, over loopback (in-process endpoints + a testserver)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from aspen.addr import EndpointAddr, SocketAddr
+from aspen.errors import ConfigError, UsageError
+from aspen.identity import SecretKey
+from aspen.plugin_api import PeerConnection
+from aspen.quic import ConnectionLostError, Endpoint
+from aspen.quic.ping import ping
+from tests.multiprocess.quic_helpers import ECHO_ALPN, QuicServerProcess, run
+
+pytestmark = pytest.mark.multiprocess
+
+
+class HoldHandler:
+    """Accepts connections and holds them open until cancelled (to test stop())."""
+
+    alpn = "hold/1"
+
+    def __init__(self) -> None:
+        self.accepted: list[PeerConnection] = []
+        self.cancelled = 0
+
+    async def handle_connection(self, conn: PeerConnection) -> None:
+        self.accepted.append(conn)
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+
+
+def test_stop_closes_connections_and_cancels_handlers() -> None:
+    async def main() -> None:
+        hold = HoldHandler()
+        server = Endpoint(SecretKey.generate(), handlers={hold.alpn: hold}, registry=CollectorRegistry())
+        client = Endpoint(SecretKey.generate(), registry=CollectorRegistry())
+        await server.start()
+        await client.start()
+        conn = await client.connect(server.endpoint_addr("127.0.0.1"), hold.alpn)
+        for _ in range(100):
+            if hold.accepted:
+                break
+            await asyncio.sleep(0.01)
+        assert hold.accepted and hold.accepted[0].remote_id == client.endpoint_id
+        await server.stop()
+        assert hold.cancelled == 1
+        assert server.connection_count() == 0
+        # The CONNECTION_CLOSE reaches the dialer: it learns at once, not after an idle timeout.
+        await asyncio.wait_for(conn.wait_closed(), 5)
+        with pytest.raises(ConnectionLostError):
+            await conn.open_stream()
+        await server.stop()  # idempotent
+        await client.stop()
+        with pytest.raises(UsageError):
+            await client.connect(server.endpoint_addr("127.0.0.1"), hold.alpn)
+    run(main)
+
+
+def test_ipv6_loopback_and_bad_configuration() -> None:
+    async def main() -> None:
+        with QuicServerProcess(SecretKey.generate()) as server:
+            client = Endpoint(SecretKey.generate(), registry=CollectorRegistry())
+            await client.start()
+            try:
+                addr6 = EndpointAddr(server.key.public(), None, (SocketAddr("::1", server.port),))
+                assert await client.rpc(addr6, ECHO_ALPN, b"v6", timeout_ms=5_000) == b"v6"
+            finally:
+                await client.stop()
+        with pytest.raises(ConfigError):
+            Endpoint(SecretKey.generate(), registry=CollectorRegistry(), idle_timeout_ms=1000,
+                     keepalive_interval_ms=2000)
+        with pytest.raises(ConfigError):
+            Endpoint(SecretKey.generate(), registry=CollectorRegistry(), max_datagram_size_bytes=1000)
+        with pytest.raises(ConfigError):
+            await Endpoint(SecretKey.generate(), registry=CollectorRegistry(), bind_host="nohost").start()
+    run(main)
+
+
+def test_ping_measures_round_trips() -> None:
+    with QuicServerProcess(SecretKey.generate()) as server:
+        target = f"{server.key.public().hex()}@127.0.0.1:{server.port}"
+        seen: list[int] = []
+        stats = run(lambda: ping(target, 3, interval_ms=0, on_reply=lambda seq, _rtt: seen.append(seq)))
+        assert stats.sent == 3 and stats.received == 3 and not stats.errors
+        assert seen == [0, 1, 2]
+        assert stats.handshake_ms > 0 and stats.min_ms > 0

@@ -1,0 +1,55 @@
+"""AspenQuicConnection's own additions, sans-IO: stream limits and stateless reset tokens."""
+
+from __future__ import annotations
+
+import pytest
+
+from aspen.identity import SecretKey
+from aspen.quic.connection import (
+    MIN_STATELESS_RESET_SIZE,
+    derive_reset_key,
+    stateless_reset_token,
+)
+from tests.unit.quic._pair import exchange, handshake, make_pair
+
+
+def test_reset_tokens_are_derived_from_the_node_key_and_the_connection_id() -> None:
+    ck, sk = SecretKey.generate(), SecretKey.generate()
+    client, server = make_pair(ck, sk)
+    handshake(client, server)
+    exchange(client, server, 1.0)  # NEW_CONNECTION_ID frames
+    key = derive_reset_key(sk.seed)
+    for cid in server._host_cids:
+        assert cid.stateless_reset_token == stateless_reset_token(key, cid.cid)
+    # A restarted incarnation (same key) computes the same token for the client's current id:
+    assert client._peer_cid.stateless_reset_token == stateless_reset_token(
+        derive_reset_key(sk.seed), client._peer_cid.cid)
+
+
+def test_client_recognises_a_stateless_reset_from_its_server_only() -> None:
+    ck, sk = SecretKey.generate(), SecretKey.generate()
+    client, server = make_pair(ck, sk)
+    handshake(client, server)
+    token = stateless_reset_token(derive_reset_key(sk.seed), client._peer_cid.cid)
+    reset = bytes([0x41]) + bytes(26) + token
+    assert client.is_stateless_reset(reset)
+    assert not client.is_stateless_reset(bytes([0x41]) + bytes(26) + bytes(16))
+    assert not client.is_stateless_reset(token)  # shorter than any reset (RFC 9000 §10.3)
+    assert len(reset) >= MIN_STATELESS_RESET_SIZE
+    assert not client.is_stateless_reset(bytes([0xC1]) + bytes(26) + token)  # long header
+
+
+def test_the_peer_may_open_only_max_concurrent_streams() -> None:
+    ck, sk = SecretKey.generate(), SecretKey.generate()
+    client, server = make_pair(ck, sk, max_concurrent_streams=3)
+    handshake(client, server)
+    assert client._remote_max_streams_bidi == 3
+    assert client._remote_max_streams_uni == 3
+
+
+def test_a_client_needs_the_key_it_dials() -> None:
+    from aspen.quic.connection import AspenQuicConnection
+    from tests.unit.quic._pair import config
+    with pytest.raises(ValueError):
+        AspenQuicConnection(configuration=config(SecretKey.generate(), is_client=True, alpns=["x"]),
+                            reset_key=bytes(32))
