@@ -13,6 +13,11 @@ Contract
   `LimitExceeded` and the ring is unchanged.
 - One producer and one consumer at a time. Within a process a second concurrent producer (or
   consumer) call raises `UsageError`; across processes that discipline is the caller's.
+- Zero-copy receive: `try_peek()` / `peek_blocking()` / `await peek()` return a read-only
+  memoryview of the oldest message *in* shared memory (the data area is mapped twice back to
+  back, so even a record split at the end is contiguous); decode from it, release it, then
+  `consume()`. While a view is held `consume()` refuses, so the producer can never overwrite
+  what a view shows; `close()` keeps the mapping until the last view is released.
 - Wake-ups: two eventfds per ring. `data_fd` becomes readable when the consumer may have
   messages, `space_fd` when the producer may have space. A side signals the other only when the
   other announced that it may sleep, so a busy stream costs no system call per message.

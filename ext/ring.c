@@ -40,6 +40,10 @@
  * direction is the mirror image with tail and producer_waiting. The atomics must be lock-free to be
  * shared between processes (checked below).
  *
+ * Zero copy: when the capacity is a multiple of the page size, the data area is mapped twice back
+ * to back (map_ring), so a split record is contiguous in our address space; peek() exports it as
+ * a read-only memoryview and consume() refuses to free it while any view is alive.
+ *
  * The eventfds belong to the Python wrapper (aspen/ring.py); this module only writes 1 to them.
  *
  * Every entry point validates its arguments and raises; nothing here aborts. Misuse within one
