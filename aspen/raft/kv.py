@@ -35,13 +35,15 @@ scans with O(log n + chunk) insert/delete instead of O(n) for one big sorted lis
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Annotated
 
 import msgspec
 
 from aspen.errors import LimitExceeded, StorageError, UsageError, WireDecodeError
+from aspen.raft.types import Entry, EntryKind
 from aspen.units import GiB, KiB, MiB
 
 # --- limits -----------------------------------------------------------------------------------
@@ -274,6 +276,30 @@ def encode_command(command: KvCommand) -> bytes:
     return data
 
 
+_LENGTH_ERROR = re.compile(r"^Expected `(str|array)` of length <= (\d+) - at `\$((?:\.\w+|\[\d+\])*)`$")
+_PATH_STEP = re.compile(r"\.(\w+)|\[(\d+)\]")
+_LENGTH_LIMITS = {("str", MAX_KEY_SIZE): "MAX_KEY_SIZE", ("str", MAX_VALUE_SIZE): "MAX_VALUE_SIZE",
+                  ("array", MAX_SETMULTI_PAIRS): "MAX_SETMULTI_PAIRS"}
+
+
+def _decode_error(exc: msgspec.DecodeError, raw: object, what: str) -> LimitExceeded | WireDecodeError:
+    """Turn a decoder's length-bound violation into the LimitExceeded it is (measuring the
+    offending field in `raw`, the untyped decode); anything else is a WireDecodeError."""
+    match = _LENGTH_ERROR.match(str(exc))
+    if match and (match.group(1), int(match.group(2))) in _LENGTH_LIMITS:
+        kind, limit = match.group(1), int(match.group(2))
+        node = raw
+        try:
+            for name, position in _PATH_STEP.findall(match.group(3)):
+                node = node[name] if name else node[int(position)]  # type: ignore[index]
+        except (KeyError, IndexError, TypeError):
+            node = None
+        size = (_utf8_size(node) if isinstance(node, str) else len(node)  # type: ignore[arg-type]
+                if node is not None else limit + 1)
+        return LimitExceeded(_LENGTH_LIMITS[(kind, limit)], size, limit)
+    return WireDecodeError(f"{what}: {exc}")
+
+
 def decode_command(data: bytes) -> KvCommand:
     """Decode and validate one command; WireDecodeError for bad bytes, LimitExceeded for limits."""
     if len(data) > MAX_COMMAND_SIZE:
@@ -281,9 +307,55 @@ def decode_command(data: bytes) -> KvCommand:
     try:
         command = _COMMAND_DECODER.decode(data)
     except msgspec.DecodeError as exc:
-        raise WireDecodeError(f"bad KV command: {exc}") from exc
+        raise _decode_error(exc, _untyped(msgspec.msgpack.decode, data), "bad KV command") from exc
     validate_command(command)
     return command
+
+
+def _untyped(decode: Callable[[bytes], object], data: bytes) -> object:
+    try:
+        return decode(data)
+    except msgspec.DecodeError:
+        return None
+
+
+# The Rust Aspen's HTTP shape is serde's external tagging: {"Set": {"key": "k", "value": "v"}}.
+_COMMAND_TYPES: dict[str, type[KvCommand]] = {
+    cls.__struct_config__.tag: cls  # type: ignore[misc]
+    for cls in (Set, SetMulti, Delete, CompareAndSwap, Get, Scan)
+}
+_JSON_OBJECT_DECODER = msgspec.json.Decoder(dict[str, dict[str, object]])
+
+
+def decode_json_command(data: bytes) -> KvCommand:
+    """Decode the Rust Aspen's JSON form of a command, `{"Set": {"key": "k", "value": "v"}}`
+    (its `/write` body's `command`), validated like `decode_command`; WireDecodeError if bad."""
+    if len(data) > MAX_COMMAND_SIZE:
+        raise LimitExceeded("MAX_COMMAND_SIZE", len(data), MAX_COMMAND_SIZE)
+    try:
+        outer = _JSON_OBJECT_DECODER.decode(data)
+        if len(outer) != 1:
+            raise WireDecodeError(f"a command is one {{\"Tag\": {{...}}}} object, got {len(outer)} keys")
+        ((tag, fields),) = outer.items()
+        cls = _COMMAND_TYPES.get(tag)
+        if cls is None:
+            raise WireDecodeError(f"unknown command {tag!r}; expected one of {sorted(_COMMAND_TYPES)}")
+        command: KvCommand = msgspec.convert(fields, type=cls)
+    except msgspec.ValidationError as exc:
+        raw = _untyped(msgspec.json.decode, data)
+        inner = next(iter(raw.values()), None) if isinstance(raw, dict) and len(raw) == 1 else None
+        raise _decode_error(exc, inner, "bad KV command JSON") from exc
+    except msgspec.MsgspecError as exc:
+        raise WireDecodeError(f"bad KV command JSON: {exc}") from exc
+    validate_command(command)
+    return command
+
+
+def encode_json_command(command: KvCommand) -> bytes:
+    """The Rust Aspen's JSON form of `command` (inverse of `decode_json_command`)."""
+    fields = msgspec.to_builtins(command)
+    del fields["type"]
+    return msgspec.json.encode({type(command).__struct_config__.tag: fields})
 
 
 def encode_result(result: KvResult) -> bytes:
@@ -456,6 +528,13 @@ class KvStateMachine:
         self._results.pop(index - MAX_CACHED_RESULTS, None)
         return result
 
+    def apply_entry(self, entry: Entry) -> KvResult:
+        """Apply a committed Raft entry: NORMAL entries carry a command; NOOP and CONFIG entries
+        (membership is the core's business) only advance applied_index and return NoOp."""
+        if entry.kind == EntryKind.NORMAL:
+            return self.apply(entry.index, entry.data)
+        return self.apply(entry.index, b"")
+
     def read(self, command: KvRead) -> GetResult | ScanResult:
         """Answer a read from the applied state. Raises LimitExceeded/UsageError on bad input."""
         validate_command(command)
@@ -476,7 +555,8 @@ class KvStateMachine:
             try:
                 command = _COMMAND_DECODER.decode(data)
             except msgspec.DecodeError as exc:
-                raise WireDecodeError(f"bad KV command: {exc}") from exc
+                raise _decode_error(exc, _untyped(msgspec.msgpack.decode, data),
+                                    "bad KV command") from exc
             if type(command) is Set:
                 return self._set(command.key, command.value)  # the hot path, validated inline
             validate_command(command)
@@ -653,6 +733,8 @@ __all__ = [
     "decode_command",
     "encode_result",
     "decode_result",
+    "decode_json_command",
+    "encode_json_command",
     "scan_page",
     "KvStateMachine",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import msgspec
 import pytest
 
 from aspen.errors import LimitExceeded, StorageError, UsageError, WireDecodeError
@@ -19,6 +20,7 @@ from aspen.raft.kv import (
     Get,
     GetResult,
     KvCommand,
+    KvResult,
     KvStateMachine,
     NoOp,
     Rejected,
@@ -28,11 +30,17 @@ from aspen.raft.kv import (
     SetMulti,
     WriteResult,
     decode_command,
+    decode_json_command,
     decode_result,
     encode_command,
+    encode_json_command,
     encode_result,
 )
-import msgspec
+from aspen.raft.types import Entry, EntryKind
+
+
+ALL_COMMANDS: list[KvCommand] = [Set("a", "b"), SetMulti([("a", "b")]), Delete("a"),
+                                 CompareAndSwap("a", None, "c"), Get("a"), Scan("p", 10, "pa")]
 
 
 class Driver:
@@ -80,11 +88,12 @@ def test_compare_and_swap() -> None:
 
 
 def test_oversized_key_and_value_raise_at_encode() -> None:
-    for command in [Set("k" * (MAX_KEY_SIZE + 1), "v"), Set("k", "v" * (MAX_VALUE_SIZE + 1)),
+    oversized: list[KvCommand] = [Set("k" * (MAX_KEY_SIZE + 1), "v"), Set("k", "v" * (MAX_VALUE_SIZE + 1)),
                     Set("é" * (MAX_KEY_SIZE // 2 + 1), "v"),  # bytes, not characters
                     SetMulti([("k", "v")] * (MAX_SETMULTI_PAIRS + 1)),
                     CompareAndSwap("k", None, "v" * (MAX_VALUE_SIZE + 1)),
-                    Scan(limit=MAX_SCAN_LIMIT + 1)]:
+                    Scan(limit=MAX_SCAN_LIMIT + 1)]
+    for command in oversized:
         with pytest.raises(LimitExceeded):
             encode_command(command)
     with pytest.raises(UsageError):
@@ -99,9 +108,12 @@ def test_oversized_committed_entry_is_rejected_and_changes_nothing() -> None:
     assert isinstance(result, Rejected) and result.limit_name == "MAX_KEY_SIZE"
     assert d.sm.get("b") is None and len(d.sm) == 1  # atomic: the valid pair did not apply
     assert d.sm.applied_index == 2  # still consumed, like on every replica
-    garbage = d.sm.apply(3, b"\xc1garbage")
-    assert isinstance(garbage, Rejected) and d.sm.applied_index == 3
-    assert d.sm.rejected_count == 2
+    too_long = d.sm.apply(3, msgspec.msgpack.encode({"type": "Set", "key": "k" * (MAX_KEY_SIZE + 1), "value": "v"}))
+    assert too_long == Rejected(reason=too_long.reason, limit_name="MAX_KEY_SIZE",  # type: ignore[union-attr]
+                                value=MAX_KEY_SIZE + 1, limit=MAX_KEY_SIZE)
+    garbage = d.sm.apply(4, b"\xc1garbage")
+    assert isinstance(garbage, Rejected) and d.sm.applied_index == 4
+    assert d.sm.rejected_count == 3 and len(d.sm) == 1
 
 
 def test_decode_errors_are_clear() -> None:
@@ -109,11 +121,16 @@ def test_decode_errors_are_clear() -> None:
         decode_command(b"\x93\x01\x02")
     with pytest.raises(WireDecodeError, match=r"\$\.type"):
         decode_command(msgspec.msgpack.encode({"type": "Increment", "key": "a"}))
-    for command in [Set("a", "b"), SetMulti([("a", "b")]), Delete("a"),
-                    CompareAndSwap("a", None, "c"), Get("a"), Scan("p", 10, "pa")]:
+    # Bounds the decoder enforces come out as the named limit, measured.
+    with pytest.raises(LimitExceeded, match="MAX_VALUE_SIZE exceeded: 1048577 > 1048576"):
+        decode_command(msgspec.msgpack.encode({"type": "SetMulti", "pairs": [["a", "b"], ["c", "v" * (MAX_VALUE_SIZE + 1)]]}))
+    with pytest.raises(LimitExceeded, match="MAX_SETMULTI_PAIRS"):
+        decode_command(msgspec.msgpack.encode({"type": "SetMulti", "pairs": [["a", "b"]] * (MAX_SETMULTI_PAIRS + 1)}))
+    for command in ALL_COMMANDS:
         assert decode_command(encode_command(command)) == command
-    for result in [WriteResult("x"), CasResult(False, None), GetResult("v"),
-                   ScanResult([("a", "b")], "a"), Rejected("why"), NoOp(), AlreadyApplied(3)]:
+    results: list[KvResult] = [WriteResult("x"), CasResult(False, None), GetResult("v"),
+                               ScanResult([("a", "b")], "a"), Rejected("why"), NoOp(), AlreadyApplied(3)]
+    for result in results:
         assert decode_result(encode_result(result)) == result
 
 
@@ -207,3 +224,26 @@ def test_random_ops_against_a_dict_model() -> None:
         if after is None:
             break
     assert everything == sorted(model.items())
+
+
+def test_rust_json_shape_round_trips() -> None:
+    """The Rust Aspen's /write body: {"command": {"Set": {...}}} / {"SetMulti": {"pairs": [...]}}."""
+    assert decode_json_command(b'{"Set":{"key":"k","value":"v"}}') == Set("k", "v")
+    assert decode_json_command(b'{"SetMulti":{"pairs":[["k1","v1"],["k2","v2"]]}}') == \
+        SetMulti([("k1", "v1"), ("k2", "v2")])
+    for command in ALL_COMMANDS:
+        assert decode_json_command(encode_json_command(command)) == command
+    for bad in [b'{"Increment":{"key":"k"}}', b'{"Set":{"key":"k"}}', b"[1]", b"{}",
+                b'{"Set":{"key":"k","value":"v"},"Delete":{"key":"k"}}']:
+        with pytest.raises(WireDecodeError):
+            decode_json_command(bad)
+    with pytest.raises(LimitExceeded):
+        decode_json_command(encode_json_command(Set("k" * 10, "v")).replace(b"k" * 10, b"k" * (MAX_KEY_SIZE + 1)))
+
+
+def test_apply_entry_by_kind() -> None:
+    sm = KvStateMachine()
+    assert sm.apply_entry(Entry(term=1, index=1, kind=EntryKind.NOOP)) == NoOp()
+    assert sm.apply_entry(Entry(term=1, index=2, kind=EntryKind.CONFIG, data=b"\x81membership")) == NoOp()
+    assert sm.apply_entry(Entry(term=1, index=3, data=encode_command(Set("a", "1")))) == WriteResult(None)
+    assert sm.applied_index == 3 and sm.get("a") == "1"

@@ -454,3 +454,30 @@ def test_behaves_like_memory_storage(store_dir: str, monkeypatch: pytest.MonkeyP
         budget = rng.choice([1, 100, ALL_BYTES])
         assert disk.entries(lo, hi, budget) == mem.entries(lo, hi, budget), step
     disk.close()
+
+
+def test_a_failed_sync_is_sticky_and_reopen_recovers(store_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a failed fsync the page cache cannot be trusted (PostgreSQL's "fsyncgate"): the log
+    refuses every further call until it is reopened from disk."""
+    store = DurableStorage(store_dir)
+    store.append(entries(1, 5))
+    store.sync()
+
+    def broken_sync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", broken_sync)
+    store.append(entries(6, 8))
+    with pytest.raises(StorageError, match="Input/output error"):
+        store.sync()
+    monkeypatch.undo()
+    with pytest.raises(StorageError, match="must be reopened"):
+        store.term(1)
+    with pytest.raises(StorageError, match="must be reopened"):
+        store.sync()
+    store.close()
+    store = DurableStorage(store_dir)
+    # 6..8 were written but never acknowledged: either outcome is allowed, 1..5 must be there.
+    assert store.last_index() in (5, 8)
+    check_log(store, {e.index: e for e in entries(1, store.last_index())})
+    store.close()

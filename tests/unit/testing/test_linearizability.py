@@ -242,13 +242,13 @@ def test_atomic_execution_with_random_intervals_is_linearizable(
             ops.append(op(rng.randrange(3), at_ms - before_ms, None, command))
             continue
         index += 1
-        result = sm.apply(index, encode_command(command))
+        kv_result = sm.apply(index, encode_command(command))
         if fate == 1:  # took effect, answer lost
             ops.append(op(rng.randrange(3), at_ms - before_ms, None, command))
         elif fate == 2:  # answered, result not recorded
             ops.append(op(rng.randrange(3), at_ms - before_ms, at_ms + after_ms, command))
         else:
-            ops.append(op(rng.randrange(3), at_ms - before_ms, at_ms + after_ms, command, result))
+            ops.append(op(rng.randrange(3), at_ms - before_ms, at_ms + after_ms, command, kv_result))
     rng.shuffle(ops)  # the checker must not depend on input order
     result = check_history(ops)
     assert result.ok and not result.timed_out, result.explanation
@@ -263,9 +263,9 @@ def test_a_corrupted_read_in_a_sequential_history_is_caught(seed: int) -> None:
     ops: list[Operation] = []
     gets = []
     for n in range(12):
-        command: KvCommand = rng.choice([Set("k", rng.choice(VALUES)), Get("k"), Delete("k")])
-        result = sm.apply(n + 1, encode_command(command))
-        ops.append(op(1, 10 * n, 10 * n + 5, command, result))
+        choices: list[KvCommand] = [Set("k", rng.choice(VALUES)), Get("k"), Delete("k")]
+        command = rng.choice(choices)
+        ops.append(op(1, 10 * n, 10 * n + 5, command, sm.apply(n + 1, encode_command(command))))
         if isinstance(command, Get):
             gets.append(n)
     if not gets:
