@@ -13,7 +13,7 @@ Rules (what this module promises the Raft worker and the checker):
 - **Never raises on committed bytes.** A committed entry that does not decode, or breaks a limit,
   becomes a `Rejected` result and still advances `applied_index`: raising would crash-loop every
   replica on the same entry. The proposing side validates first: `encode_command` raises
-  `LimitExceeded` / `WireDecodeError`-free errors before anything reaches the log.
+  `LimitExceeded` or `UsageError` before anything reaches the log.
 - **Atomic commands.** A command either applies completely or not at all (`SetMulti` checks every
   pair and the store quotas before touching the map).
 

@@ -218,7 +218,12 @@ class SegmentLog:
         self.truncated_tail_bytes = 0
         self.deleted_segment_count = 0
         self._replayed_any = False
-        self._recover()
+        try:
+            self._recover()
+        except BaseException:
+            for fd in self._fds.values():
+                os.close(fd)
+            raise
 
     # -- recovery ----------------------------------------------------------------------------
 

@@ -50,7 +50,7 @@ import msgspec
 from aspen.errors import LimitExceeded, StorageError, UsageError
 from aspen.raft.segment_log import SegmentLog, fsync_dir
 from aspen.raft.types import Entry, HardState, LogUnavailable, Membership, Snapshot, SnapshotMeta
-from aspen.units import GiB
+from aspen.units import GiB, MiB
 
 # Snapshots kept on disk: the newest is the one used; one older copy is kept for an operator's
 # manual recovery should the newest ever be damaged (it is never used automatically).
@@ -58,6 +58,10 @@ MAX_KEPT_SNAPSHOTS = 2
 # Largest snapshot image: above the KV state machine's own bound (MAX_KV_SNAPSHOT_SIZE, about
 # 2.2 GiB for etcd's 2 GiB quota) with room for another state machine's overhead. guess: revisit.
 MAX_SNAPSHOT_SIZE = 4 * GiB
+# A snapshot up to this size stays in memory after it is written or read, so a leader sending
+# it in 10 MiB chunks does not re-read and re-hash it per chunk; bigger ones are re-read.
+# guess: revisit (the KV image of 100,000 small pairs is ~10 MiB).
+MAX_CACHED_SNAPSHOT_SIZE = 64 * MiB
 # SnapshotMeta holds at most MAX_MEMBERS (100) members with MAX_ADDR_SIZE (4 KiB) addresses.
 MAX_SNAPSHOT_META_SIZE = 1024 * 1024
 
@@ -155,9 +159,13 @@ class DurableStorage:
         is_fresh = not os.path.isdir(log_dir) or not any(
             name.endswith(".log") for name in os.listdir(log_dir))
         os.makedirs(self._snap_dir, exist_ok=True)
+        self._snapshot_cache: Snapshot | None = None
         self._log = SegmentLog(log_dir)
         try:
             self._open_snapshots(bootstrap, is_fresh=is_fresh)
+            if is_fresh:  # make the new directories themselves durable
+                fsync_dir(directory)
+                fsync_dir(os.path.dirname(os.path.abspath(directory)))
         except BaseException:
             self._log.close()
             raise
@@ -202,6 +210,7 @@ class DurableStorage:
         write_snapshot_file(path, snapshot)
         self._snapshot_path = path
         self._snapshot_meta = meta
+        self._snapshot_cache = snapshot if len(snapshot.data) <= MAX_CACHED_SNAPSHOT_SIZE else None
         files = self._snapshot_files()
         for _index, _term, name in files[:-MAX_KEPT_SNAPSHOTS]:
             os.unlink(os.path.join(self._snap_dir, name))
@@ -227,8 +236,14 @@ class DurableStorage:
         return self._log.entries(lo, hi, max_size_bytes)
 
     def snapshot(self) -> Snapshot:
-        """The newest snapshot, read from disk and verified (blake3) on every call."""
-        return read_snapshot_file(self._snapshot_path)
+        """The newest snapshot. Up to MAX_CACHED_SNAPSHOT_SIZE it is kept in memory once written
+        or read; a bigger one is read from disk and verified (blake3) on every call."""
+        if self._snapshot_cache is not None:
+            return self._snapshot_cache
+        snapshot = read_snapshot_file(self._snapshot_path)
+        if len(snapshot.data) <= MAX_CACHED_SNAPSHOT_SIZE:
+            self._snapshot_cache = snapshot
+        return snapshot
 
     def snapshot_meta(self) -> SnapshotMeta:
         """The newest snapshot's meta, without reading its data."""
@@ -325,6 +340,7 @@ __all__ = [
     "MAX_KEPT_SNAPSHOTS",
     "MAX_SNAPSHOT_SIZE",
     "MAX_SNAPSHOT_META_SIZE",
+    "MAX_CACHED_SNAPSHOT_SIZE",
     "DurableStorage",
     "write_snapshot_file",
     "read_snapshot_file",

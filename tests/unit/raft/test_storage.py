@@ -481,3 +481,28 @@ def test_a_failed_sync_is_sticky_and_reopen_recovers(store_dir: str, monkeypatch
     assert store.last_index() in (5, 8)
     check_log(store, {e.index: e for e in entries(1, store.last_index())})
     store.close()
+
+
+def test_crash_right_after_a_segment_rotation(store_dir: str) -> None:
+    """A new segment that got its header but no frame (and a leftover .tmp) is harmless."""
+    import struct
+    import zlib
+
+    store = DurableStorage(store_dir)
+    store.append(entries(1, 20))
+    store.sync()
+    store.close()
+    log_dir = os.path.join(store_dir, "log")
+    header = segment_log._SEGMENT_HEADER.pack(segment_log.SEGMENT_MAGIC, segment_log.SEGMENT_VERSION, 0, 2, 0)
+    header = header[:-4] + struct.pack(">I", zlib.crc32(header[:-4]))
+    Path(log_dir, "seg-0000000000000002.log").write_bytes(header)
+    Path(log_dir, "seg-0000000000000003.log.tmp").write_bytes(header[:7])
+    store = DurableStorage(store_dir)
+    check_log(store, {e.index: e for e in entries(1, 20)})
+    store.append(entries(21, 30))
+    store.sync()
+    store.close()
+    assert sorted(os.listdir(log_dir)) == ["seg-0000000000000001.log", "seg-0000000000000002.log"]
+    store = DurableStorage(store_dir)
+    check_log(store, {e.index: e for e in entries(1, 30)})
+    store.close()
