@@ -67,6 +67,9 @@ MAX_CHECK_STEPS = 2_000_000
 MAX_HISTORY_OPERATIONS = 100_000
 # Operations listed in an explanation (the rest are counted).
 MAX_EXPLAINED_OPERATIONS = 20
+# Re-checks spent shrinking a failing component to a minimal failing history (each removes one
+# operation if the rest still fails; delta debugging's one-at-a-time pass). guess: revisit.
+MAX_MINIMIZE_CHECKS = 200
 
 _INFINITE_MS = float("inf")
 _State = tuple[str | None, ...]
@@ -98,6 +101,9 @@ class CheckResult:
     For a failure: `failing_keys` and `failing_ops` describe the smallest independent component
     that is not linearizable, `longest_order` the longest order of its operations that the
     search could justify, and `stuck_op` an operation that could not be placed after it.
+    `minimal_ops` is a subset of `failing_ops` that is still not linearizable and from which no
+    single operation can be removed (when the shrinking budget allowed finishing; else smaller
+    but maybe not minimal).
     """
 
     ok: bool
@@ -109,6 +115,7 @@ class CheckResult:
     longest_order: tuple[Operation, ...] = ()
     stuck_op: Operation | None = None
     components: int = 0
+    minimal_ops: tuple[Operation, ...] = ()
 
 
 @dataclass
@@ -318,6 +325,33 @@ def _explain(component: _Component, model: _Model, best: list[int]) -> tuple[str
     return "\n".join(lines), stuck
 
 
+def _minimize(ops: list[Operation], model: _Model, steps: int,
+              max_steps: int) -> tuple[list[Operation], int]:
+    """Drop operations one at a time while the rest stays (definitely) not linearizable.
+
+    Removing an operation only removes constraints and effects, so what remains is still a
+    valid history to judge; the model keeps every key (an unused key stays absent).
+    """
+    current = list(ops)
+    checks = 0
+    shrunk = True
+    while shrunk:  # passes until no single removal keeps it failing (1-minimal)
+        shrunk = False
+        i = len(current) - 1
+        while i >= 0:
+            if checks >= MAX_MINIMIZE_CHECKS or steps >= max_steps:
+                return current, steps
+            candidate = current[:i] + current[i + 1:]
+            outcome = _search(candidate, model, max_steps - steps)
+            steps += outcome.steps
+            checks += 1
+            if not outcome.ok and not outcome.timed_out:
+                current = candidate
+                shrunk = True
+            i -= 1
+    return current, steps
+
+
 def check_history(ops: Sequence[Operation], *, max_steps: int = MAX_CHECK_STEPS) -> CheckResult:
     """Decide whether `ops` is linearizable against the KV model (see the module doc).
 
@@ -347,11 +381,15 @@ def check_history(ops: Sequence[Operation], *, max_steps: int = MAX_CHECK_STEPS)
             break
         if not outcome.ok:
             explanation, stuck = _explain(component, model, outcome.best)
+            minimal, steps = _minimize(component.ops, model, steps, max_steps)
+            explanation += "\nminimal failing history:\n" + "\n".join(
+                f"  {op.describe()}" for op in minimal[:MAX_EXPLAINED_OPERATIONS])
             return CheckResult(ok=False, timed_out=False, steps=steps, explanation=explanation,
                                failing_keys=tuple(component.keys),
                                failing_ops=tuple(component.ops),
                                longest_order=tuple(component.ops[i] for i in outcome.best),
-                               stuck_op=stuck, components=len(components))
+                               stuck_op=stuck, components=len(components),
+                               minimal_ops=tuple(minimal))
     if timed_out:
         return CheckResult(ok=False, timed_out=True, steps=steps,
                            explanation=f"no verdict: the step budget ({max_steps}) ran out",

@@ -194,6 +194,20 @@ def test_failure_in_one_component_is_reported_with_its_keys() -> None:
     result = verdict(ops)
     assert not result.ok and result.failing_keys == ("bad",) and len(result.failing_ops) == 2
     assert len(result.longest_order) == 1
+    assert result.minimal_ops == (ops[-1],)  # reading "2" is wrong whatever else happened
+
+
+def test_failing_history_is_shrunk_to_its_core() -> None:
+    ops = [op(c, 10 * c, 10 * c + 5, Set("x", f"v{c}"), None) for c in range(8)]
+    ops += [op(20, 100, 105, Get("x"), GetResult("v7")),
+            op(21, 110, 115, Get("x"), GetResult("v3")),  # time travel: v3 was overwritten
+            op(22, 120, 125, Get("x"), GetResult("v7"))]
+    result = verdict(ops)
+    assert not result.ok
+    # Once v3 was overwritten nothing can bring it back... and in fact a read of v3 with no
+    # write of v3 before it is already impossible: the shrinking finds that one operation.
+    assert result.minimal_ops == (ops[9],)
+    assert "minimal failing history" in result.explanation
 
 
 def test_step_budget_gives_timed_out_not_a_hang() -> None:
