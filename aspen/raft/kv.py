@@ -276,13 +276,15 @@ def encode_command(command: KvCommand) -> bytes:
     return data
 
 
-_LENGTH_ERROR = re.compile(r"^Expected `(str|array)` of length <= (\d+) - at `\$((?:\.\w+|\[\d+\])*)`$")
+_LENGTH_ERROR = re.compile(
+    r"^Expected `(str|array)` of length <= (\d+) - at `\$((?:\.\w+|\[\d+\])*)`$")
 _PATH_STEP = re.compile(r"\.(\w+)|\[(\d+)\]")
 _LENGTH_LIMITS = {("str", MAX_KEY_SIZE): "MAX_KEY_SIZE", ("str", MAX_VALUE_SIZE): "MAX_VALUE_SIZE",
                   ("array", MAX_SETMULTI_PAIRS): "MAX_SETMULTI_PAIRS"}
 
 
-def _decode_error(exc: msgspec.DecodeError, raw: object, what: str) -> LimitExceeded | WireDecodeError:
+def _decode_error(exc: msgspec.DecodeError, raw: object,
+                  what: str) -> LimitExceeded | WireDecodeError:
     """Turn a decoder's length-bound violation into the LimitExceeded it is (measuring the
     offending field in `raw`, the untyped decode); anything else is a WireDecodeError."""
     match = _LENGTH_ERROR.match(str(exc))
@@ -335,11 +337,13 @@ def decode_json_command(data: bytes) -> KvCommand:
     try:
         outer = _JSON_OBJECT_DECODER.decode(data)
         if len(outer) != 1:
-            raise WireDecodeError(f"a command is one {{\"Tag\": {{...}}}} object, got {len(outer)} keys")
+            raise WireDecodeError(
+                f"a command is one {{\"Tag\": {{...}}}} object, got {len(outer)} keys")
         ((tag, fields),) = outer.items()
         cls = _COMMAND_TYPES.get(tag)
         if cls is None:
-            raise WireDecodeError(f"unknown command {tag!r}; expected one of {sorted(_COMMAND_TYPES)}")
+            raise WireDecodeError(
+                f"unknown command {tag!r}; expected one of {sorted(_COMMAND_TYPES)}")
         command: KvCommand = msgspec.convert(fields, type=cls)
     except msgspec.ValidationError as exc:
         raw = _untyped(msgspec.json.decode, data)
@@ -515,7 +519,7 @@ class KvStateMachine:
         return len(self._data)
 
     def apply(self, index: int, data: bytes) -> KvResult:
-        """Apply committed entry `index`; idempotent for `index <= applied_index` (see class doc)."""
+        """Apply committed entry `index`; a no-op for `index <= applied_index` (see class doc)."""
         if index <= self._applied_index:
             cached = self._results.get(index)
             return cached if cached is not None else AlreadyApplied(index=index)

@@ -53,7 +53,14 @@ from collections import Counter
 from collections.abc import Iterable
 
 from aspen.errors import LimitExceeded, StorageError, UsageError
-from aspen.raft.types import ENTRY_OVERHEAD_BYTES, Entry, EntryKind, HardState, LogCompacted, LogUnavailable
+from aspen.raft.types import (
+    ENTRY_OVERHEAD_BYTES,
+    Entry,
+    EntryKind,
+    HardState,
+    LogCompacted,
+    LogUnavailable,
+)
 from aspen.units import MiB
 from aspen.wire import MAX_RPC_MESSAGE_SIZE
 
@@ -191,10 +198,11 @@ class SegmentLog:
     """The durable log + hard state + compaction point in one directory (see module doc).
 
     Reads (`term`, `entries`, `last_index`, `hard_state`) see the current state, buffered writes
-    included (`durable_last_index`/`durable_hard_state` tell what a crash would leave). Writes: `append`*, `set_hard_state`, then
-    `sync()`. `compact` and `reset` are durable when they return. After any OS error the log is
-    failed for good (errors are sticky: after a failed fsync the page cache can't be trusted);
-    every later call raises StorageError and the owner must reopen, which recovers from disk.
+    included (`durable_last_index`/`durable_hard_state` tell what a crash would leave). Writes:
+    `append`*, `set_hard_state`, then `sync()`. `compact` and `reset` are durable when they
+    return. After any OS error the log is failed for good (errors are sticky: after a failed
+    fsync the page cache can't be trusted); every later call raises StorageError and the owner
+    must reopen, which recovers from disk.
     """
 
     def __init__(self, directory: str) -> None:
@@ -356,7 +364,7 @@ class SegmentLog:
         return self._start + len(self._locs) - 1
 
     def term(self, index: int) -> int:
-        """Term of entry `index`; base_index gives base_term. LogCompacted / LogUnavailable outside."""
+        """Term of entry `index` (base_index: base_term); LogCompacted/LogUnavailable outside."""
         self._check()
         if index == self._base_index:
             return self._base_term
@@ -487,7 +495,7 @@ class SegmentLog:
             self._pending_size_bytes += size_bytes
 
     def set_hard_state(self, hard_state: HardState) -> None:
-        """Buffer a new hard state; durable at the next sync. Raises UsageError if term goes back."""
+        """Buffer a new hard state, durable at the next sync; UsageError if the term goes back."""
         self._check()
         current = self._pending_hard_state or self._hard_state
         if hard_state.term < current.term:
@@ -508,7 +516,9 @@ class SegmentLog:
         self._check()
         if not self.has_pending():
             return False
-        first = self._pending_first if self._pending_first is not None else self.durable_last_index() + 1
+        first = self._pending_first
+        if first is None:
+            first = self.durable_last_index() + 1
         self._write_frame(first, self._pending, self._pending_hard_state or self._hard_state,
                           self._base_index, self._base_term)
         self._pending_first = None
@@ -525,7 +535,9 @@ class SegmentLog:
         self._check()
         if index <= self._base_index:
             return
-        first = self._pending_first if self._pending_first is not None else self.durable_last_index() + 1
+        first = self._pending_first
+        if first is None:
+            first = self.durable_last_index() + 1
         self._write_frame(first, self._pending, self._pending_hard_state or self._hard_state,
                           index, term)
         self._pending_first = None

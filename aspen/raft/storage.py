@@ -116,7 +116,8 @@ def read_snapshot_file(path: str, *, with_data: bool = True) -> Snapshot:
             header = fh.read(SNAPSHOT_HEADER_SIZE)
             if len(header) != SNAPSHOT_HEADER_SIZE:
                 raise StorageError(f"{path}: short snapshot header ({len(header)} bytes)")
-            magic, version, _reserved, meta_size, data_size, digest = _SNAPSHOT_PREFIX.unpack_from(header)
+            (magic, version, _reserved, meta_size, data_size,
+             digest) = _SNAPSHOT_PREFIX.unpack_from(header)
             (crc,) = _CRC.unpack_from(header, _SNAPSHOT_PREFIX.size)
             if magic != SNAPSHOT_MAGIC or version != SNAPSHOT_VERSION or \
                     zlib.crc32(header[:_SNAPSHOT_PREFIX.size]) != crc:

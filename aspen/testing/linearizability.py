@@ -91,7 +91,8 @@ class Operation:
 
     def describe(self) -> str:
         until = "no response" if self.return_ms is None else f"{self.return_ms}"
-        return f"client {self.client_id} [{self.call_ms}, {until}] {self.input!r} -> {self.output!r}"
+        return (f"client {self.client_id} [{self.call_ms}, {until}] "
+                f"{self.input!r} -> {self.output!r}")
 
 
 @dataclass(frozen=True)
