@@ -30,7 +30,7 @@ import secrets
 import ssl
 from collections.abc import Mapping
 
-from aioquic.buffer import Buffer
+from aioquic.buffer import Buffer  # type: ignore[attr-defined]  # re-exported from _buffer
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
 from aioquic.quic.packet import QuicPacketType, encode_quic_version_negotiation, pull_quic_header
 from prometheus_client import CollectorRegistry
@@ -342,6 +342,9 @@ class Endpoint:
             self._on_unknown_cid(data, addr)
             return
         conn.quic.receive_datagram(data, addr, self._now_s())
+        # Events now (readers wake in the next loop turn), datagrams at the end of the turn (one
+        # ACK for the whole burst the socket delivered).
+        conn.process_events()
         self._mark_dirty(conn)
 
     def _on_unknown_cid(self, data: bytes, addr: NetworkAddress) -> None:
@@ -435,7 +438,6 @@ class Endpoint:
             dirty, self._dirty = self._dirty, {}
             for conn in dirty:
                 self._service(conn)
-        self.metrics.flush_io()
 
     def _on_timer(self, conn: QuicPeerConnection) -> None:
         self._timers.pop(conn, None)
@@ -446,8 +448,6 @@ class Endpoint:
         """Drain `conn`'s events, send its datagrams, re-arm its timer, do the bookkeeping."""
         if conn not in self._cids_of:
             return
-        was_authenticated = conn.is_authenticated
-        was_lost = conn._lost is not None
         quic = conn.quic
         conn.process_events()
         if not conn.is_terminated:
@@ -470,9 +470,13 @@ class Endpoint:
                 if timer_at is not None:
                     assert self._loop is not None
                     self._timers[conn] = (timer_at, self._loop.call_at(timer_at, self._on_timer, conn))
-        if not was_authenticated and conn.is_authenticated:
+        # Flags on the connection, not before/after comparisons: events may also have been
+        # drained in _on_datagram since the last service.
+        if conn.is_authenticated and not conn.is_announced:
+            conn.is_announced = True
             self._on_authenticated(conn)
-        if not was_lost and conn._lost is not None:
+        if conn._lost is not None and not conn.is_lost_handled:
+            conn.is_lost_handled = True
             self._on_lost(conn)
         if conn.is_terminated:
             self._forget(conn)

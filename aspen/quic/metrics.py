@@ -1,13 +1,18 @@
 """Prometheus metrics of one QUIC endpoint, registered in a caller-given `CollectorRegistry`.
 
-Never the global registry: several endpoints live in one test process. Per-datagram figures are
-counted in plain ints by the adapter and added to the Counters once per event-loop turn
-(`flush_io`), because a Counter increment takes a lock and the datagram path is the hot loop.
+Never the global registry: several endpoints live in one test process. Per-datagram figures
+(bytes and datagrams in/out) are plain int additions in the hot path, exported by a custom
+collector when scraped: a prometheus Counter increment takes a lock, and the datagram path is the
+hot loop (profiled: ~8% of a small RPC's CPU when counted per loop turn).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 # Seconds; from 100 µs (loopback RPC) to 10 s (a 10 MiB transfer over a slow relay).
 RPC_LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -32,14 +37,9 @@ class QuicMetrics:
         self.handshake_failures = Counter(
             "aspen_quic_handshake_failures_total", "Handshakes that failed, by reason",
             ["reason"], registry=registry)
-        self.bytes_in = Counter("aspen_quic_bytes_in_total", "UDP payload bytes received",
-                                registry=registry)
-        self.bytes_out = Counter("aspen_quic_bytes_out_total", "UDP payload bytes sent",
-                                 registry=registry)
-        self.datagrams_in = Counter("aspen_quic_datagrams_in_total", "UDP datagrams received",
-                                    registry=registry)
-        self.datagrams_out = Counter("aspen_quic_datagrams_out_total", "UDP datagrams sent",
-                                     registry=registry)
+        # bytes/datagrams in/out are plain ints read at scrape time (see the module docstring)
+        self._io = _IoCollector()
+        registry.register(self._io)
         self.datagrams_dropped = Counter(
             "aspen_quic_datagrams_dropped_total", "Datagrams dropped before reaching a connection",
             ["reason"], registry=registry)
@@ -57,26 +57,49 @@ class QuicMetrics:
             self.handshake_failures.labels(reason=reason)
         for reason in FRAME_REJECT_REASONS:
             self.frames_rejected.labels(reason=reason)
-        self._bytes_in = self._bytes_out = self._datagrams_in = self._datagrams_out = 0
+        io = self._io
+        # Bound methods of the collector: the hot path calls these per datagram.
+        self.count_in = io.count_in
+        self.count_out = io.count_out
+
+    @property
+    def bytes_in(self) -> int:
+        return self._io.bytes_in
+
+    @property
+    def bytes_out(self) -> int:
+        return self._io.bytes_out
+
+    @property
+    def datagrams_in(self) -> int:
+        return self._io.datagrams_in
+
+    @property
+    def datagrams_out(self) -> int:
+        return self._io.datagrams_out
+
+
+class _IoCollector(Collector):
+    """Datagram and byte counts kept as ints and exported as counters when scraped."""
+
+    def __init__(self) -> None:
+        self.bytes_in = self.bytes_out = self.datagrams_in = self.datagrams_out = 0
 
     def count_in(self, size_bytes: int) -> None:
-        self._bytes_in += size_bytes
-        self._datagrams_in += 1
+        self.bytes_in += size_bytes
+        self.datagrams_in += 1
 
     def count_out(self, size_bytes: int) -> None:
-        self._bytes_out += size_bytes
-        self._datagrams_out += 1
+        self.bytes_out += size_bytes
+        self.datagrams_out += 1
 
-    def flush_io(self) -> None:
-        """Move the per-datagram tallies into the Counters (called once per loop turn)."""
-        if self._datagrams_in:
-            self.bytes_in.inc(self._bytes_in)
-            self.datagrams_in.inc(self._datagrams_in)
-            self._bytes_in = self._datagrams_in = 0
-        if self._datagrams_out:
-            self.bytes_out.inc(self._bytes_out)
-            self.datagrams_out.inc(self._datagrams_out)
-            self._bytes_out = self._datagrams_out = 0
+    def collect(self) -> Iterator[Metric]:
+        for name, doc, value in (
+                ("aspen_quic_bytes_in", "UDP payload bytes received", self.bytes_in),
+                ("aspen_quic_bytes_out", "UDP payload bytes sent", self.bytes_out),
+                ("aspen_quic_datagrams_in", "UDP datagrams received", self.datagrams_in),
+                ("aspen_quic_datagrams_out", "UDP datagrams sent", self.datagrams_out)):
+            yield CounterMetricFamily(name, doc, value=value)
 
 
 __all__ = ["QuicMetrics", "RPC_LATENCY_BUCKETS_S", "HANDSHAKE_FAILURE_REASONS", "FRAME_REJECT_REASONS"]

@@ -320,6 +320,8 @@ class QuicPeerConnection:
         self._closed_future: asyncio.Future[None] = loop.create_future()
         self.is_terminated = False  # aioquic finished draining; the endpoint may forget us
         self.is_counted_open = False
+        self.is_announced = False  # endpoint bookkeeping: authenticated connection dispatched
+        self.is_lost_handled = False  # endpoint bookkeeping: loss counted, pool entry dropped
         self.last_activity_s = loop.time()
         self.extra_cids: set[bytes] = set()  # endpoint bookkeeping: ids routed to us
         self.cid_version: tuple[int, int] = (-1, -1)

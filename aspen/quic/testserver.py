@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import importlib
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -131,7 +132,8 @@ async def serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if not args.ignore_stdin:
-        loop.add_reader(sys.stdin.fileno(), lambda: stop.set() if not sys.stdin.buffer.read1(4096) else None)
+        stdin_fd = sys.stdin.fileno()
+        loop.add_reader(stdin_fd, lambda: stop.set() if not os.read(stdin_fd, 4096) else None)
     print(json.dumps({"endpoint_id": key.public().hex(), "port": endpoint.local_addr().port,
                       "alpns": sorted(handlers)}), flush=True)
     try:

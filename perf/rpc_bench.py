@@ -1,0 +1,331 @@
+"""Aspen's QUIC endpoint vs raw aioquic: handshakes, 10 MiB transfers, small-RPC rates.
+
+Both systems run the same way: a server process on this machine (uvloop) and the client in this
+process (uvloop), over loopback, with the same QUIC settings (datagram size, flow-control
+windows, idle timeout, Ed25519 certificate). The wire pattern is the same too: one stream per
+call, a 4-byte length prefix + body each way, FIN after each side's frame.
+
+  aspen   aspen.quic.Endpoint (identity checked both ways, pooled connection, framed streams)
+          against `python -m aspen.quic.testserver` (echo + sink handlers)
+  raw     aioquic.asyncio connect()/serve() with stream reader/writer, against this script's
+          --serve-raw mode; no client certificate, no identity checks
+
+Rows: handshake (fresh connection to a running server; ours also waits for HANDSHAKE_DONE,
+since the server only sends it after checking our key), 10 MiB one-way + 8-byte ack, 10 MiB
+echo, 64-byte RPCs/s at concurrency 1 and 32. Times are the best of --repeat runs (the machine
+is shared; the best run is the least disturbed). Ratio = aspen / raw (for ms lower is better,
+for MB/s and RPC/s higher is better).
+
+    .venv/bin/python perf/rpc_bench.py [--datagram-size 1452] [--repeat 3] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import select
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "plugins"))
+from _report import Row, add_json_argument, emit  # noqa: E402
+
+import uvloop  # noqa: E402
+from aioquic.asyncio import QuicConnectionProtocol, connect, serve  # noqa: E402
+from aioquic.quic.configuration import QuicConfiguration  # noqa: E402
+from prometheus_client import CollectorRegistry  # noqa: E402
+
+from aspen.addr import EndpointAddr, SocketAddr  # noqa: E402
+from aspen.identity import EndpointId, SecretKey  # noqa: E402
+from aspen.quic import Endpoint  # noqa: E402
+from aspen.quic.endpoint import DEFAULT_CONNECTION_WINDOW_SIZE, DEFAULT_STREAM_WINDOW_SIZE  # noqa: E402
+from aspen.quic.tls_identity import make_identity_certificate  # noqa: E402
+from aspen.units import MiB  # noqa: E402
+
+BIG_SIZE = 10 * MiB
+SMALL_SIZE = 64
+HANDSHAKES = 20
+SMALL_RPCS = {1: 1_000, 32: 4_000}
+READY_TIMEOUT_S = 30.0
+ECHO_ALPN = "aspen-echo/1"
+SINK_ALPN = "aspen-test-sink/1"
+RAW_ECHO_ALPN = "raw-echo"
+RAW_SINK_ALPN = "raw-sink"
+
+
+def quic_settings(datagram_size: int) -> dict[str, object]:
+    return dict(max_datagram_size=datagram_size, max_data=DEFAULT_CONNECTION_WINDOW_SIZE,
+                max_stream_data=DEFAULT_STREAM_WINDOW_SIZE, idle_timeout=30.0)
+
+
+# raw aioquic server -------------------------------------------------------------------------
+
+async def raw_server(port: int, datagram_size: int) -> None:
+    cert, key = make_identity_certificate(SecretKey.generate())
+    config = QuicConfiguration(is_client=False, alpn_protocols=[RAW_ECHO_ALPN, RAW_SINK_ALPN],
+                               certificate=cert, private_key=key, **quic_settings(datagram_size))  # type: ignore[arg-type]
+    tasks: set[asyncio.Task[None]] = set()
+    protocols: dict[int, QuicConnectionProtocol] = {}
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, alpn: str) -> None:
+        size = int.from_bytes(await reader.readexactly(4), "big")
+        body = await reader.readexactly(size)
+        reply = body if alpn == RAW_ECHO_ALPN else size.to_bytes(8, "big")
+        writer.write(len(reply).to_bytes(4, "big"))
+        writer.write(reply)
+        writer.write_eof()
+
+    class Protocol(QuicConnectionProtocol):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            self._stream_handler = self._on_stream  # type: ignore[assignment]
+
+        def _on_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            alpn = self._quic.tls.alpn_negotiated or ""
+            task = asyncio.ensure_future(handle(reader, writer, alpn))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    server = await serve("::", port, configuration=config, create_protocol=Protocol)
+    print(json.dumps({"port": server._transport.get_extra_info("sockname")[1]}), flush=True)  # type: ignore[union-attr]
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    fd = sys.stdin.fileno()
+    loop.add_reader(fd, lambda: stop.set() if not os.read(fd, 4096) else None)
+    await stop.wait()
+    server.close()
+
+
+# server processes ---------------------------------------------------------------------------
+
+class ServerProcess:
+    def __init__(self, cmd: list[str]) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "plugins")])
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=REPO)
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], READY_TIMEOUT_S)
+        line = self.proc.stdout.readline() if ready else b""
+        if not line:
+            self.stop()
+            raise RuntimeError(f"server did not start: {cmd}")
+        self.info = json.loads(line)
+        self.port = int(self.info["port"])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None and not stream.closed:
+                stream.close()
+
+
+# clients --------------------------------------------------------------------------------------
+
+class System:
+    """What a benchmark row needs from a system under test."""
+
+    name = ""
+
+    async def handshake_s(self) -> float: ...
+    async def rpc(self, alpn_kind: str, body: bytes) -> bytes: ...
+    async def close(self) -> None: ...
+
+
+class AspenSystem(System):
+    name = "aspen"
+
+    def __init__(self, server: ServerProcess, datagram_size: int) -> None:
+        self.addr = EndpointAddr(EndpointId.from_hex(server.info["endpoint_id"]), None,
+                                 (SocketAddr("127.0.0.1", server.port),))
+        self.endpoint = Endpoint(SecretKey.generate(), registry=CollectorRegistry(),
+                                 max_datagram_size_bytes=datagram_size)
+
+    async def start(self) -> None:
+        await self.endpoint.start()
+
+    async def handshake_s(self) -> float:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        conn = await self.endpoint.connect(self.addr, "aspen-echo/1")
+        took = loop.time() - start
+        conn.close(0, "bench: next handshake")
+        await asyncio.sleep(0.002)
+        return took
+
+    async def rpc(self, alpn_kind: str, body: bytes) -> bytes:
+        return await self.endpoint.rpc(self.addr, ECHO_ALPN if alpn_kind == "echo" else SINK_ALPN, body,
+                                       timeout_ms=60_000)
+
+    async def close(self) -> None:
+        await self.endpoint.stop()
+
+
+class RawSystem(System):
+    name = "raw"
+
+    def __init__(self, server: ServerProcess, datagram_size: int) -> None:
+        self.port = server.port
+        self.datagram_size = datagram_size
+        self._clients: dict[str, tuple[object, QuicConnectionProtocol]] = {}
+
+    def _config(self, alpn: str) -> QuicConfiguration:
+        return QuicConfiguration(is_client=True, alpn_protocols=[alpn], verify_mode=ssl.CERT_NONE,
+                                 **quic_settings(self.datagram_size))  # type: ignore[arg-type]
+
+    async def handshake_s(self) -> float:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        async with connect("127.0.0.1", self.port, configuration=self._config(RAW_ECHO_ALPN)) as client:
+            took = loop.time() - start
+            client.close()
+        await asyncio.sleep(0.002)
+        return took
+
+    async def _client(self, alpn: str) -> QuicConnectionProtocol:
+        if alpn not in self._clients:
+            cm = connect("127.0.0.1", self.port, configuration=self._config(alpn))
+            client = await cm.__aenter__()
+            self._clients[alpn] = (cm, client)
+        return self._clients[alpn][1]
+
+    async def rpc(self, alpn_kind: str, body: bytes) -> bytes:
+        client = await self._client(RAW_ECHO_ALPN if alpn_kind == "echo" else RAW_SINK_ALPN)
+        reader, writer = await client.create_stream()
+        writer.write(len(body).to_bytes(4, "big"))
+        writer.write(body)
+        writer.write_eof()
+        size = int.from_bytes(await reader.readexactly(4), "big")
+        return await reader.readexactly(size)
+
+    async def close(self) -> None:
+        for cm, _ in self._clients.values():
+            await cm.__aexit__(None, None, None)  # type: ignore[attr-defined]
+        self._clients.clear()
+
+
+# measurements -------------------------------------------------------------------------------
+
+async def best_of(repeat: int, run: Callable[[], Awaitable[float]]) -> float:
+    return min([await run() for _ in range(repeat)])
+
+
+async def measure(system: System, repeat: int) -> dict[str, float]:
+    loop = asyncio.get_running_loop()
+    out: dict[str, float] = {}
+    await system.rpc("echo", b"warm-up")
+    handshakes = sorted([await system.handshake_s() for _ in range(HANDSHAKES)])
+    out["handshake_ms"] = 1000 * handshakes[len(handshakes) // 2]  # median: handshakes are short
+
+    big = bytes(BIG_SIZE)
+
+    async def one_way() -> float:
+        start = loop.time()
+        reply = await system.rpc("sink", big)
+        assert int.from_bytes(reply, "big") == BIG_SIZE
+        return loop.time() - start
+
+    async def echo() -> float:
+        start = loop.time()
+        reply = await system.rpc("echo", big)
+        assert len(reply) == BIG_SIZE
+        return loop.time() - start
+
+    out["oneway_ms"] = 1000 * await best_of(repeat, one_way)
+    out["echo_ms"] = 1000 * await best_of(repeat, echo)
+    small = bytes(SMALL_SIZE)
+    for concurrency, total in SMALL_RPCS.items():
+        async def rate(concurrency: int = concurrency, total: int = total) -> float:
+            per_worker = total // concurrency
+
+            async def worker() -> None:
+                for _ in range(per_worker):
+                    await system.rpc("echo", small)
+            start = loop.time()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return (loop.time() - start) / (per_worker * concurrency)
+        out[f"rpc_c{concurrency}_per_s"] = 1 / await best_of(repeat, rate)
+    return out
+
+
+async def bench(args: argparse.Namespace) -> list[Row]:
+    results: dict[str, dict[str, float]] = {}
+    py = sys.executable
+    for name in args.systems:
+        if name == "aspen":
+            server = ServerProcess([py, "-m", "aspen.quic.testserver", "--uvloop",
+                                    "--max-datagram-size", str(args.datagram_size)])
+            system: System = AspenSystem(server, args.datagram_size)
+            await system.start()  # type: ignore[attr-defined]
+        else:
+            server = ServerProcess([py, str(Path(__file__).resolve()), "--serve-raw",
+                                    "--datagram-size", str(args.datagram_size)])
+            system = RawSystem(server, args.datagram_size)
+        try:
+            results[name] = await measure(system, args.repeat)
+        finally:
+            await system.close()
+            server.stop()
+    ours = results.get("aspen", {})
+    raw = results.get("raw")
+    mb = BIG_SIZE / 1e6
+
+    def row(name: str, unit: str, key: str, transform: Callable[[float], float] = lambda v: v) -> Row:
+        value = transform(ours[key]) if ours else 0.0
+        base = transform(raw[key]) if raw else None
+        return Row(name, unit, value, base, "raw aioquic")
+
+    return [
+        row("QUIC handshake (median)", "ms", "handshake_ms"),
+        row("10 MiB one-way + 8 B ack", "ms", "oneway_ms"),
+        row("10 MiB one-way + 8 B ack", "MB/s", "oneway_ms", lambda ms: mb / (ms / 1000)),
+        row("10 MiB echo", "ms", "echo_ms"),
+        row("10 MiB echo", "MB/s", "echo_ms", lambda ms: 2 * mb / (ms / 1000)),
+        row("64 B RPC, concurrency 1", "RPC/s", "rpc_c1_per_s"),
+        row("64 B RPC, concurrency 32", "RPC/s", "rpc_c32_per_s"),
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datagram-size", type=int, default=1452,
+                        help="max UDP payload for both systems (default 1452)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--systems", default="aspen,raw", help="comma-separated: aspen,raw")
+    parser.add_argument("--serve-raw", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    add_json_argument(parser)
+    args = parser.parse_args()
+    if args.serve_raw:
+        uvloop.run(raw_server(args.port, args.datagram_size))
+        return 0
+    args.systems = [s for s in args.systems.split(",") if s]
+    try:
+        import iroh  # noqa: F401
+        print("note: the iroh package is installed but not benchmarked yet", file=sys.stderr)
+    except ImportError:
+        pass
+    started = time.monotonic()
+    rows = uvloop.run(bench(args))
+    emit(f"QUIC RPC: aspen endpoint vs raw aioquic (datagrams {args.datagram_size} B, "
+         f"best of {args.repeat}, {time.monotonic() - started:.0f} s)", rows, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
