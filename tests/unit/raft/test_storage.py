@@ -506,3 +506,18 @@ def test_crash_right_after_a_segment_rotation(store_dir: str) -> None:
     store = DurableStorage(store_dir)
     check_log(store, {e.index: e for e in entries(1, 30)})
     store.close()
+
+
+def test_crash_while_writing_a_snapshot_leaves_the_previous_one(store_dir: str) -> None:
+    store = DurableStorage(store_dir, bootstrap=ONE)
+    store.append(entries(1, 10))
+    store.sync()
+    store.create_snapshot(Snapshot(meta=SnapshotMeta(index=5, term=1, membership=ONE), data=b"s5"))
+    store.close()
+    snap_dir = Path(store_dir, "snap")
+    (snap_dir / f"snap-{9:020d}-{1:020d}.snap.tmp").write_bytes(b"ASNP half a snapshot")
+    store = DurableStorage(store_dir)
+    assert store.snapshot().data == b"s5" and store.snapshot_meta().index == 5
+    assert not any(name.endswith(".tmp") for name in os.listdir(snap_dir))
+    check_log(store, {e.index: e for e in entries(1, 10)})
+    store.close()
