@@ -9,8 +9,11 @@ Rows per N:
 - delivery ratio: 1 - missed / expected deliveries (1.0 = every live node got every message)
 - RMR mean / max: relative message redundancy, m / (n - 1) - 1 (Plumtree paper §5)
 - LDH max / mean: last delivery hop (the source's push is hop 1)
-- frames/node/broadcast: every frame sent (payload and control) per live node per broadcast;
-  baseline = payload frames per node that flooding would send over the same overlay
+- payloads/node/broadcast: payload frames received per live node per broadcast (= (1 + RMR) x
+  delivered / N); baseline = payload frames per node that flooding would send over the same
+  overlay (sum of active-view sizes - (N - 1), per node)
+- frames/node/broadcast: every frame sent (payload and control: IHave, Graft, Prune, membership)
+  per live node per broadcast; same flood baseline (flooding sends no control frames)
 - wall/broadcast: simulation wall time per measured broadcast; baseline = the N=100 figure
 
 Usage: python perf/gossip_sim.py [--nodes 100 500 1000 2000]
@@ -51,6 +54,7 @@ def measure(nodes: int, broadcasts: int, seed: int, single_sender: bool) -> tupl
         "ldh_max": float(report.ldh_max),
         "ldh_mean": report.ldh_mean,
         "frames": report.frames_per_node_per_broadcast,
+        "payloads": report.payloads_per_node_per_broadcast,
         "wall_ms": report.wall_ms_per_broadcast,
     }
     return figures, flood
@@ -76,6 +80,7 @@ def main() -> None:
             Row(f"N={n} RMR max", "ratio", figures["rmr_max"]),
             Row(f"N={n} LDH max", "hops", figures["ldh_max"]),
             Row(f"N={n} LDH mean", "hops", figures["ldh_mean"]),
+            Row(f"N={n} payloads/node/broadcast", "frames", figures["payloads"], flood, "flood"),
             Row(f"N={n} frames/node/broadcast", "frames", figures["frames"], flood, "flood"),
             Row(f"N={n} wall/broadcast", "ms", figures["wall_ms"], wall_base, f"N={args.nodes[0]}"),
         ]

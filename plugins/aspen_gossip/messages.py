@@ -144,7 +144,7 @@ GossipMessage = Gossip | Prune | Graft | IHave
 Frame = Join | ForwardJoin | Shuffle | ShuffleReply | Neighbor | Disconnect | Gossip | Prune | Graft | IHave
 
 _ENCODER = msgspec.msgpack.Encoder()
-_FRAME_DECODER = msgspec.msgpack.Decoder(Frame)
+_FRAME_DECODER: msgspec.msgpack.Decoder[Frame] = msgspec.msgpack.Decoder(Frame)
 _HEADER_DECODER = msgspec.msgpack.Decoder(StreamHeader)
 
 

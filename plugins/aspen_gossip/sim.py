@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import heapq
 import random
+from typing import cast
 from dataclasses import dataclass, field
 
 import msgspec
@@ -51,15 +52,18 @@ from aspen_gossip.config import GossipConfig
 from aspen_gossip.events import (
     DialFailed,
     EmitEvent,
+    InEvent,
     JoinPeers,
+    OutEvent,
     PeerDisconnected,
     Received,
     RecvMessage,
     ScheduleTimer,
     SendMessage,
+    Timer,
     TimerExpired,
 )
-from aspen_gossip.messages import SCOPE_SWARM, Gossip, PeerInfo
+from aspen_gossip.messages import SCOPE_SWARM, Frame, Gossip, PeerInfo
 from aspen_gossip.topic import Topic
 
 # iroh-gossip simulations/all.toml: latency uniform 10..50 ms
@@ -168,6 +172,13 @@ class PhaseReport:
         return self.frames_sent / (self.live_nodes * len(self.broadcasts))
 
     @property
+    def payloads_per_node_per_broadcast(self) -> float:
+        """Payload (Gossip) frames received per live node per broadcast (flooding: ~degree - 1)."""
+        if not self.broadcasts or not self.live_nodes:
+            return 0.0
+        return sum(m.payload_frames for m in self.broadcasts) / (self.live_nodes * len(self.broadcasts))
+
+    @property
     def wall_ms_per_broadcast(self) -> float:
         return 1000.0 * self.wall_s / len(self.broadcasts) if self.broadcasts else 0.0
 
@@ -219,7 +230,7 @@ class Simulator:
         self._seq += 1
         heapq.heappush(self._queue, (at_ms, self._seq, kind, node, a, b))
 
-    def _execute(self, src: int, out: list[object]) -> None:
+    def _execute(self, src: int, out: list[OutEvent]) -> None:
         cfg = self.config
         now = self.now_ms
         rng_random = self.rng.random
@@ -227,10 +238,9 @@ class Simulator:
         n = cfg.nodes
         link_latency = self._link_latency
         for action in out:
-            kind = type(action)
-            if kind is SendMessage:
+            if type(action) is SendMessage:
                 self.frames_sent += 1
-                dst = self.index[action.peer]  # type: ignore[attr-defined]
+                dst = self.index[action.peer]
                 if not self.alive[dst]:
                     self._notify_gone(src, dst)
                     continue
@@ -245,11 +255,11 @@ class Simulator:
                 if at < free:
                     at = free  # FIFO on the stream: wait behind an earlier (retransmitted) frame
                 self._link_free[key] = at
-                self._push(at, _KIND_DELIVER, dst, src, action.message)  # type: ignore[attr-defined]
-            elif kind is ScheduleTimer:
-                self._push(action.deadline_ms, _KIND_TIMER, src, action.timer, None)  # type: ignore[attr-defined]
-            elif kind is EmitEvent:
-                event = action.event  # type: ignore[attr-defined]
+                self._push(at, _KIND_DELIVER, dst, src, action.message)
+            elif type(action) is ScheduleTimer:
+                self._push(action.deadline_ms, _KIND_TIMER, src, action.timer, None)
+            elif type(action) is EmitEvent:
+                event = action.event
                 if type(event) is Received and event.scope == SCOPE_SWARM:
                     stats = self.tracked.get(event.message_id)
                     if stats is not None and src not in stats.receivers:
@@ -301,18 +311,20 @@ class Simulator:
                     stats = tracked.get(b.message_id)
                     if stats is not None:
                         stats.payload_frames += 1
-                out = topics[node].handle(RecvMessage(ids[a], b), at)  # type: ignore[arg-type, index]
+                out = topics[node].handle(RecvMessage(ids[cast(int, a)], cast(Frame, b)), at)
             elif kind == _KIND_TIMER:
-                out = topics[node].handle(TimerExpired(a), at)  # type: ignore[arg-type]
+                out = topics[node].handle(TimerExpired(cast(Timer, a)), at)
             elif kind == _KIND_GONE:
-                self._gone_pending.discard(node * self.config.nodes + a)  # type: ignore[operator]
-                peer = ids[a]  # type: ignore[index]
-                event = PeerDisconnected(peer, "sim: peer died") if b else DialFailed(peer, "sim: peer died")
+                gone = cast(int, a)
+                self._gone_pending.discard(node * self.config.nodes + gone)
+                peer = ids[gone]
+                event: InEvent = (PeerDisconnected(peer, "sim: peer died") if b
+                                  else DialFailed(peer, "sim: peer died"))
                 out = topics[node].handle(event, at)
             else:
-                out = topics[node].handle(a, at)  # type: ignore[arg-type]
+                out = topics[node].handle(cast(InEvent, a), at)
             if out:
-                self._execute(node, out)  # type: ignore[arg-type]
+                self._execute(node, out)
         self.now_ms = max(self.now_ms, deadline_ms)
 
     def bootstrap(self, settle_ms: int = 10_000) -> None:
@@ -335,7 +347,7 @@ class Simulator:
         message_id, out = self.topics[sender].broadcast(content, self.now_ms)
         stats = MessageStats(message_id, sender, self.now_ms, expected)
         self.tracked[message_id] = stats
-        self._execute(sender, out)  # type: ignore[arg-type]
+        self._execute(sender, out)
         return stats
 
     def fail(self, nodes: list[int]) -> None:

@@ -169,11 +169,11 @@ class Topic:
         for index in range(start, len(out)):
             action = out[index]
             if type(action) is EmitEvent:
-                event = action.event  # type: ignore[union-attr]
+                event = action.event
                 if type(event) is NeighborUp:
-                    self.plumtree.neighbor_up(event.peer)  # type: ignore[union-attr]
+                    self.plumtree.neighbor_up(event.peer)
                 elif type(event) is NeighborDown:
-                    self.plumtree.neighbor_down(event.peer)  # type: ignore[union-attr]
+                    self.plumtree.neighbor_down(event.peer)
 
     # --- read-only views --------------------------------------------------------------------
 
