@@ -15,6 +15,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from aspen import worker_messages as wm
+from aspen.control_plane import add_routes
 from aspen.worker_supervisor import WorkerUnavailable
 
 if TYPE_CHECKING:
@@ -51,8 +52,9 @@ async def health(request: web.Request) -> web.Response:
 
 async def node_info(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
-    return web.json_response({"node_id": node.config.node_id,
-                              "endpoint_addr": {"id": node.secret_key.public().hex(), "addrs": []}})
+    addr = node.endpoint_addr().to_json() if node.endpoint is not None else \
+        {"id": node.secret_key.public().hex(), "addrs": []}
+    return web.json_response({"node_id": node.config.node_id, "endpoint_addr": addr})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -67,6 +69,8 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/node-info", node_info)
     app.router.add_get("/metrics", metrics)
+    if node.cluster is not None:
+        add_routes(app, node.cluster, node.registry, node.config.http_token)
     return app
 
 

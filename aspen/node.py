@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,16 @@ from typing import Any
 import prometheus_client
 from prometheus_client import CollectorRegistry
 
+from aspen import worker_messages as wm
+from aspen.addr import EndpointAddr
+from aspen.cluster import CLIENT_ALPN, ClusterService
+from aspen.cluster_view import ClusterView
 from aspen.config import LoadedConfig, NodeConfig
 from aspen.errors import AspenError, ConfigError
 from aspen.identity import SecretKey, load_or_create_key, read_key_file
 from aspen.peers import PeerMap
-from aspen.plugin_api import NodeContext, Service
+from aspen.plugin_api import NodeContext, ProtocolHandler, Service
+from aspen.quic import Endpoint
 from aspen.plugin_host import PluginError, PluginHost
 from aspen.worker_supervisor import WorkerSupervisor
 
@@ -36,6 +42,16 @@ logger = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT_MS = 15_000  # worker stop (5 s + 5 s + kill) plus services, with margin
 SERVICE_START_TIMEOUT_MS = 30_000
 SERVICE_STOP_TIMEOUT_MS = 5_000
+
+
+def worker_args(config: NodeConfig, data_dir: Path) -> list[str]:
+    """The Raft worker's command-line arguments for this node's config."""
+    return ["--node-id", str(config.node_id), "--data-dir", str(data_dir),
+            "--heartbeat-interval-ms", str(config.heartbeat_interval_ms),
+            "--election-timeout-min-ms", str(config.election_timeout_min_ms),
+            "--election-timeout-max-ms", str(config.election_timeout_max_ms),
+            "--snapshot-every-entries", str(config.snapshot_every_entries),
+            "--storage-backend", config.storage_backend]
 
 
 def resolve_secret_key(config: NodeConfig, data_dir: Path) -> SecretKey:
@@ -70,13 +86,44 @@ class Node:
             config=self.config, secret_key=self.secret_key, node_id=self.config.node_id,
             data_dir=self.data_dir, peers=PeerMap(), metrics=self.registry,
             plugin_options=dict(self.config.plugin_options))
-        self.worker = WorkerSupervisor(registry=self.registry, log_level=self.config.log_level)
+        self.cluster_view = ClusterView(self.context.peers)
+        self._raft_sinks: list[Callable[[wm.RaftSendBatch], None]] = []
+        self.worker = WorkerSupervisor(registry=self.registry, log_level=self.config.log_level,
+                                       extra_args=worker_args(self.config, self.data_dir),
+                                       on_unsolicited=self._on_worker_message)
+        self.context.cluster = self.cluster_view
+        self.context.worker = self
+        self.endpoint: Endpoint | None = None
+        self.cluster: ClusterService | None = None
         self.started_monotonic = time.monotonic()
         self.http_port: int | None = None
         self._stop = asyncio.Event()
 
+    # WorkerLink (what plugins see of the worker channel)
+    async def send(self, message: wm.ToWorker) -> None:
+        await self.worker.send(message)
+
+    def add_raft_sink(self, sink: Callable[[wm.RaftSendBatch], None]) -> None:
+        self._raft_sinks.append(sink)
+
+    def _on_worker_message(self, message: wm.FromWorker) -> None:
+        if isinstance(message, wm.RaftSendBatch):
+            for sink in self._raft_sinks:
+                sink(message)
+        elif isinstance(message, wm.StateUpdate):
+            self.cluster_view.apply(message)
+
     def request_stop(self) -> None:
         self._stop.set()
+
+    def endpoint_addr(self) -> EndpointAddr:
+        """Our address as peers should dial it (a wildcard bind shown as the HTTP host or loopback)."""
+        assert self.endpoint is not None
+        host = self.config.bind_host
+        if host in ("0.0.0.0", "::"):
+            http_host = self.config.http_addr.rpartition(":")[0].strip("[]")
+            host = http_host if http_host not in ("0.0.0.0", "::", "localhost") else "127.0.0.1"
+        return self.endpoint.endpoint_addr(host)
 
     def status(self) -> dict[str, Any]:
         """What `aspen run` prints when it is up, and `/node-info` extends."""
@@ -88,6 +135,7 @@ class Node:
             "worker_pid": self.worker.pid,
             "data_dir": str(self.data_dir),
             "http_addr": self._http_addr_text(),
+            "endpoint_addr": self.endpoint_addr().to_json() if self.endpoint is not None else None,
             "plugins": self.host.names,
             "uptime_seconds": round(time.monotonic() - self.started_monotonic, 3),
         }
@@ -118,6 +166,13 @@ class Node:
             await self.worker.start()
             stack.push_async_callback(self.worker.stop)
 
+            handlers = self._protocol_handlers()
+            self.endpoint = Endpoint(self.secret_key, handlers=handlers, registry=self.registry,
+                                     bind_host=self.config.bind_host, port=self.config.bind_port)
+            await self.endpoint.start()
+            stack.push_async_callback(self.endpoint.stop)
+            self.context.endpoint = self.endpoint
+
             from aspen.http_api import start_http  # aiohttp import is heavy; only nodes need it
 
             self.http_port = await start_http(self, stack)
@@ -136,6 +191,25 @@ class Node:
             await self._stop.wait()
             logger.info("stopping node_id=%d", self.config.node_id)
         return 0
+
+    def _protocol_handlers(self) -> dict[str, ProtocolHandler]:
+        """ALPN -> handler from every plugin, plus the node's own client-forwarding handler."""
+        endpoint_rpc = self._rpc
+        self.cluster = ClusterService(node_id=self.config.node_id, worker=self.worker, view=self.cluster_view,
+                                      registry=self.registry, own_addr=self.endpoint_addr,
+                                      http_addr=self._http_addr_text, rpc=endpoint_rpc)
+        handlers: dict[str, ProtocolHandler] = {CLIENT_ALPN: self.cluster}
+        owners: dict[str, str] = {CLIENT_ALPN: "aspen"}
+        for plugin, handler in self.host.collect("aspen_protocol_handlers", node=self.context):
+            if handler.alpn in handlers:
+                raise PluginError(plugin, f"ALPN {handler.alpn!r} is already served by {owners[handler.alpn]}")
+            handlers[handler.alpn] = handler
+            owners[handler.alpn] = plugin
+        return handlers
+
+    async def _rpc(self, addr: EndpointAddr, alpn: str, body: bytes, timeout_ms: int) -> bytes:
+        assert self.endpoint is not None
+        return await self.endpoint.rpc(addr, alpn, body, timeout_ms=timeout_ms)
 
     def _call_stopping(self) -> None:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from aspen.addr import EndpointAddr, SocketAddr
@@ -17,8 +18,10 @@ from aspen.identity import EndpointId, SecretKey
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from aspen.cluster_view import ClusterView
     from aspen.config import NodeConfig
     from aspen.peers import PeerMap
+    from aspen.worker_messages import RaftSendBatch, ToWorker
 
 PluginKind = Literal["discovery", "transport", "protocol", "service", "mixed"]
 OptionType = Literal["str", "int", "float", "bool", "list"]
@@ -134,6 +137,28 @@ class ProtocolHandler(Protocol):
     async def handle_connection(self, conn: PeerConnection) -> None: ...
 
 
+class EndpointLike(Protocol):
+    """The parts of the node's QUIC endpoint a plugin may use (aspen.quic.Endpoint)."""
+
+    async def connect(self, addr: EndpointAddr, alpn: str, *, timeout_ms: int | None = None) -> PeerConnection: ...
+
+    async def rpc(self, addr: EndpointAddr, alpn: str, body: bytes, *, timeout_ms: int = ...) -> bytes: ...
+
+    def endpoint_addr(self, host: str | None = None) -> EndpointAddr: ...
+
+
+class WorkerLink(Protocol):
+    """The parts of the Raft worker channel a plugin may use."""
+
+    async def send(self, message: ToWorker) -> None:
+        """Queue a message for the worker (waits for ring space; raises WorkerUnavailable)."""
+        ...
+
+    def add_raft_sink(self, sink: Callable[[RaftSendBatch], None]) -> None:
+        """Receive every batch of outbound Raft messages the worker produces."""
+        ...
+
+
 @dataclass
 class NodeContext:
     """What the host hands to plugin hooks. Plugins read from it; they never replace its fields."""
@@ -145,6 +170,12 @@ class NodeContext:
     peers: PeerMap
     metrics: CollectorRegistry
     plugin_options: dict[str, dict[str, OptionValue]] = field(default_factory=dict)
+    # Set by the host before the hooks that need them run (see aspen/hookspecs.py for the order).
+    cluster: ClusterView | None = None
+    worker: WorkerLink | None = None
+    endpoint: EndpointLike | None = None  # set after aspen_protocol_handlers, before services start
+    # Per-node objects a plugin creates in one hook and returns from another (keyed by plugin).
+    extensions: dict[str, object] = field(default_factory=dict)
 
     @property
     def endpoint_id(self) -> EndpointId:
@@ -158,5 +189,5 @@ class NodeContext:
 __all__ = [
     "PluginKind", "PluginInfo", "ConfigOption", "OptionType", "OptionValue", "Service",
     "DiscoverySource", "DatagramTransport", "DatagramReceiver", "TransportAddr", "PeerStream",
-    "PeerConnection", "ProtocolHandler", "NodeContext",
+    "PeerConnection", "ProtocolHandler", "NodeContext", "EndpointLike", "WorkerLink",
 ]

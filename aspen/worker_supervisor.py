@@ -47,9 +47,12 @@ class WorkerSupervisor:
     """Owns the worker process and the two rings. Lives in the I/O process's event loop."""
 
     def __init__(self, *, registry: CollectorRegistry, log_level: str = "info",
-                 extra_args: list[str] | None = None) -> None:
+                 extra_args: list[str] | None = None,
+                 on_unsolicited: Callable[[wm.FromWorker], None] | None = None) -> None:
         self._log_level = log_level
         self._extra_args = extra_args or []
+        # Messages that answer no request (StateUpdate, RaftSendBatch) go here.
+        self.on_unsolicited = on_unsolicited
         self._incarnation = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._inbox: Ring | None = None  # we put, worker gets
@@ -127,7 +130,15 @@ class WorkerSupervisor:
                 if self._ready is not None and not self._ready.done():
                     self._ready.set_result(message)
                 continue
-            future = self._pending.pop(message.request_id, None)
+            request_id = getattr(message, "request_id", None)
+            if request_id is None:
+                if self.on_unsolicited is not None:
+                    try:
+                        self.on_unsolicited(message)
+                    except Exception:  # one bad consumer must not stop the reply stream
+                        logger.exception("handling %s from the worker failed", type(message).__name__)
+                continue
+            future = self._pending.pop(request_id, None)
             if future is not None and not future.done():
                 future.set_result(message)
 
@@ -201,10 +212,13 @@ class WorkerSupervisor:
             self._pending.pop(request_id, None)
 
     async def send(self, message: wm.ToWorker) -> None:
-        """Fire-and-forget message (e.g. Crash, Shutdown)."""
-        if self._inbox is None:
+        """Fire-and-forget message (Raft traffic, Crash, Shutdown); waits for ring space."""
+        if self._inbox is None or not self.is_up:
             raise WorkerUnavailable("worker is not running")
-        await self._inbox.put(wm.encode(message), timeout_ms=WORKER_REQUEST_TIMEOUT_MS)
+        try:
+            await self._inbox.put(wm.encode(message), timeout_ms=WORKER_REQUEST_TIMEOUT_MS)
+        except TimeoutError:
+            raise WorkerUnavailable(f"worker ring full for {WORKER_REQUEST_TIMEOUT_MS} ms") from None
 
     async def stop(self) -> None:
         """Stop the worker: Shutdown, then SIGTERM, then SIGKILL, each bounded. Idempotent."""

@@ -1,0 +1,464 @@
+"""RaftWorker: drives RaftCore + storage + the KV state machine inside the worker process.
+
+The process shell (`aspen/worker_process.py`) reads messages from the ring, hands them to
+`handle(message, now_ms)`, calls `tick(now_ms)` when `next_deadline_ms()` is due, then `pump()`,
+and puts every returned message on the outbound ring. This class owns no ring, socket or clock,
+so tests drive it directly with a ManualClock.
+
+`pump()` follows the Ready contract (aspen/raft/ready.py) to the letter: persist (one fsync for
+every entry proposed since the last pump — this is the group commit: a burst of client writes
+drained from the ring in one go costs one sync), then send, then apply and answer clients, then
+snapshot/compact, then advance.
+
+Client requests are answered when their outcome is known: a write when the entry at its
+(term, index) is applied (another term there means it was lost: 502, the client retries); a
+linearizable read when its ReadIndex round confirmed leadership and the state machine reached
+the read index (followers serve reads too: the core forwards the ReadIndex to the leader).
+Requests this node cannot serve get `NotLeader(leader_id)`; the I/O process forwards them.
+
+Membership changes are one voter at a time (the core's rule); `ChangeMembership` to a set that
+differs by several voters runs as a plan of single steps, answered when the last one commits. A
+leader never removes itself: it first hands leadership to a remaining voter and answers
+NotLeader, so the request is re-sent to the new leader.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+
+from aspen import worker_messages as wm
+from aspen.errors import LimitExceeded, StorageError, WireDecodeError
+from aspen.raft import kv
+from aspen.raft.config import RaftConfig
+from aspen.raft.core import RaftCore
+from aspen.raft.messages import InstallSnapshot, decode_message, encode_message
+from aspen.raft.ready import ProposalDropped, Ready, Role
+from aspen.raft.types import NO_NODE, Entry, EntryKind, HardState, Membership, RaftStorage, Snapshot
+
+logger = logging.getLogger(__name__)
+
+# Client requests waiting for their entry or read index. Bounded so a node cut off from its
+# quorum cannot accumulate them forever; beyond it new requests get 503. guess: revisit.
+MAX_PENDING_CLIENT_REQUESTS = 100_000
+# A message at least this large goes on the bulk stream (snapshot chunks always do).
+LARGE_MESSAGE_SIZE = 64 * 1024
+# Voter changes one ChangeMembership may need (add + remove for each of MAX_MEMBERS).
+MAX_PLAN_STEPS = 200
+
+ROLE_NAMES = {Role.LEADER: "Leader", Role.FOLLOWER: "Follower", Role.CANDIDATE: "Candidate",
+              Role.PRE_CANDIDATE: "Candidate"}
+
+
+@dataclass
+class _PendingWrite:
+    request_id: int
+    term: int
+
+
+@dataclass
+class _PendingRead:
+    request_id: int
+    query: kv.Get | kv.Scan
+    index: int = -1  # set when the ReadState arrives
+
+
+@dataclass
+class _MembershipPlan:
+    """A multi-step voter change, answered when the final step commits."""
+
+    request_id: int
+    target_voters: frozenset[int]
+    conf_index: int = 0  # the step currently in flight (0 = none)
+    steps: int = 0
+
+
+@dataclass
+class _Waiters:
+    writes: dict[int, _PendingWrite] = field(default_factory=dict)  # by log index
+    reads: dict[int, _PendingRead] = field(default_factory=dict)  # by read id
+    confs: dict[int, int] = field(default_factory=dict)  # conf entry index -> request id
+    snapshots: list[int] = field(default_factory=list)  # request ids waiting for a snapshot
+
+    def count(self) -> int:
+        return len(self.writes) + len(self.reads) + len(self.confs) + len(self.snapshots)
+
+
+def node_role(core: RaftCore) -> str:
+    if core.role is Role.FOLLOWER and core.id not in core.membership.voters:
+        return "Learner"
+    return ROLE_NAMES[core.role]
+
+
+class RaftWorker:
+    """One node's consensus, storage and state machine. See the module docstring."""
+
+    def __init__(self, config: RaftConfig, storage: RaftStorage, *, rng: random.Random) -> None:
+        self._config = config
+        self._storage = storage
+        self._rng = rng
+        self.kv = kv.KvStateMachine()
+        snapshot = storage.snapshot()
+        if snapshot.meta.index > 0 and snapshot.data:
+            self.kv.restore(snapshot.data)
+        self._snapshot_index = snapshot.meta.index
+        self._snapshot_term = snapshot.meta.term
+        self.core = RaftCore(config, storage, rng=rng)
+        self._waiters = _Waiters()
+        self._plan: _MembershipPlan | None = None
+        self._next_read_id = 1
+        self._applied_term = snapshot.meta.term
+        self._last_update: wm.StateUpdate | None = None
+        self.fsyncs = 0
+
+    # ------------------------------------------------------------------ inputs
+
+    def next_deadline_ms(self) -> int:
+        return self.core.next_deadline_ms()
+
+    def tick(self, now_ms: int) -> None:
+        self.core.tick(now_ms)
+
+    def handle(self, message: wm.ToWorker, now_ms: int) -> list[wm.FromWorker]:
+        """Feed one message; returns immediate replies (others come out of `pump`)."""
+        match message:
+            case wm.RaftReceive(from_node=from_node, payload=payload):
+                self._receive(from_node, payload, now_ms)
+                return []
+            case wm.ClientWrite(request_id=rid, command=command):
+                return self._write(rid, command, now_ms)
+            case wm.ClientRead(request_id=rid, query=query, linearizable=linearizable):
+                return self._read(rid, query, linearizable, now_ms)
+            case wm.InitCluster(request_id=rid, members=members):
+                return self._init(rid, members, now_ms)
+            case wm.AddLearner(request_id=rid, node_id=node_id, addr=addr):
+                return self._add_learner(rid, node_id, addr, now_ms)
+            case wm.ChangeMembership(request_id=rid, voters=voters):
+                return self._change_membership(rid, frozenset(voters), now_ms)
+            case wm.TriggerSnapshot(request_id=rid):
+                return self._trigger_snapshot(rid, now_ms)
+            case wm.RaftStatusRequest(request_id=rid):
+                return [self.status(rid)]
+            case _:
+                raise AssertionError(f"not a Raft message: {message!r}")
+
+    def _receive(self, from_node: int, payload: bytes, now_ms: int) -> None:
+        try:
+            msg = decode_message(payload)
+        except WireDecodeError as exc:
+            logger.warning("dropping undecodable Raft message from node %d: %s", from_node, exc)
+            return
+        if msg.from_id != from_node:
+            # The I/O process authenticated the sender as `from_node`; a message claiming to be
+            # from another node is an impersonation attempt, never applied.
+            logger.warning("dropping Raft message from node %d claiming to be node %d", from_node, msg.from_id)
+            return
+        self.core.step(msg, now_ms)
+
+    def _busy(self, rid: int) -> list[wm.FromWorker] | None:
+        if self._waiters.count() >= MAX_PENDING_CLIENT_REQUESTS:
+            return [wm.ErrorReply(rid, "too many requests in flight (MAX_PENDING_CLIENT_REQUESTS)", 503)]
+        return None
+
+    def _not_initialized(self, rid: int) -> list[wm.FromWorker] | None:
+        # A node that never took part in an election nor heard of a configuration is fresh; one
+        # that has (term > 0) is in a cluster whose leader it may just not know yet.
+        if not self.core.membership.members() and self.core.term == 0:
+            return [wm.ErrorReply(rid, "cluster not initialized", 412)]
+        return None
+
+    def _write(self, rid: int, command: bytes, now_ms: int) -> list[wm.FromWorker]:
+        early = self._busy(rid) or self._not_initialized(rid)
+        if early:
+            return early
+        if not self.core.is_leader:
+            return [wm.NotLeader(rid, self.core.leader_id)]
+        try:
+            term, index = self.core.propose(command, now_ms)
+        except ProposalDropped as exc:
+            return [wm.NotLeader(rid, exc.leader_id)] if exc.reason == "not_leader" else \
+                [wm.ErrorReply(rid, f"write refused: {exc.reason}", 503)]
+        except LimitExceeded as exc:
+            return [wm.ErrorReply(rid, str(exc), 400)]
+        self._waiters.writes[index] = _PendingWrite(rid, term)
+        return []
+
+    def _read(self, rid: int, query_bytes: bytes, linearizable: bool, now_ms: int) -> list[wm.FromWorker]:
+        early = self._busy(rid)
+        if early:
+            return early
+        try:
+            query = kv.decode_command(query_bytes)
+        except WireDecodeError as exc:
+            return [wm.ErrorReply(rid, str(exc), 400)]
+        if not isinstance(query, (kv.Get, kv.Scan)):
+            return [wm.ErrorReply(rid, "not a read query", 400)]
+        if not linearizable:
+            return [wm.ReadDone(rid, kv.encode_result(self.kv.read(query)))]
+        not_init = self._not_initialized(rid)
+        if not_init:
+            return not_init
+        read_id = self._next_read_id
+        self._next_read_id += 1
+        self._waiters.reads[read_id] = _PendingRead(rid, query)
+        self.core.read_index(read_id, now_ms)
+        return []
+
+    # ------------------------------------------------------------------ membership
+
+    def _state(self, rid: int, membership: Membership) -> wm.ClusterState:
+        return wm.ClusterState(rid, sorted(membership.voters), sorted(membership.learners), dict(membership.addrs))
+
+    def _init(self, rid: int, members: dict[int, str], now_ms: int) -> list[wm.FromWorker]:
+        core = self.core
+        if core.membership.members() or core.last_index > 0 or core.term > 0:
+            return [wm.ErrorReply(rid, "cluster already initialized (or this node has joined one)", 400)]
+        if core.id not in members:
+            return [wm.ErrorReply(rid, f"this node ({core.id}) must be one of initial_members", 400)]
+        membership = Membership(voters=frozenset(members), learners=frozenset(), addrs=dict(members))
+        try:
+            membership.validate()
+        except ValueError as exc:
+            return [wm.ErrorReply(rid, str(exc), 400)]
+        # etcd-style bootstrap: the initial configuration is entry 1 of term 1, committed by
+        # definition. Only this node writes it; the others receive it from the leader it elects.
+        from aspen.raft.types import encode_membership
+
+        entry = Entry(1, 1, EntryKind.CONFIG, encode_membership(membership))
+        self._storage.append([entry])
+        self._storage.set_hard_state(HardState(term=1, vote=NO_NODE, commit=1))
+        self._storage.sync()
+        self.fsyncs += 1
+        self.core = RaftCore(self._config, self._storage, rng=self._rng)
+        # Campaign at once rather than after a full election timeout: init is an explicit ask.
+        self.core.tick(now_ms)
+        self._waiters.confs[1] = rid
+        return []
+
+    def _propose_membership(self, rid: int, membership: Membership, now_ms: int) -> list[wm.FromWorker] | int:
+        if not self.core.is_leader:
+            return [wm.NotLeader(rid, self.core.leader_id)]
+        try:
+            return self.core.change_membership(membership, now_ms)
+        except ProposalDropped as exc:
+            if exc.reason == "not_leader":
+                return [wm.NotLeader(rid, exc.leader_id)]
+            return [wm.ErrorReply(rid, f"membership change refused: {exc.reason}", 503)]
+        except ValueError as exc:
+            return [wm.ErrorReply(rid, str(exc), 400)]
+
+    def _add_learner(self, rid: int, node_id: int, addr: str, now_ms: int) -> list[wm.FromWorker]:
+        early = self._busy(rid) or self._not_initialized(rid)
+        if early:
+            return early
+        m = self.core.membership
+        if node_id in m.voters:
+            return [wm.ErrorReply(rid, f"node {node_id} is already a voter", 400)]
+        new = Membership(voters=m.voters, learners=m.learners | {node_id}, addrs={**m.addrs, node_id: addr})
+        result = self._propose_membership(rid, new, now_ms)
+        if isinstance(result, list):
+            return result
+        self._waiters.confs[result] = rid
+        return []
+
+    def _change_membership(self, rid: int, target: frozenset[int], now_ms: int) -> list[wm.FromWorker]:
+        early = self._busy(rid) or self._not_initialized(rid)
+        if early:
+            return early
+        if not self.core.is_leader:
+            return [wm.NotLeader(rid, self.core.leader_id)]
+        m = self.core.membership
+        unknown = sorted(target - m.members())
+        if unknown:
+            return [wm.ErrorReply(rid, f"nodes {unknown} are not members; add them as learners first", 400)]
+        if self._plan is not None:
+            return [wm.ErrorReply(rid, "another membership change is in progress", 503)]
+        self._plan = _MembershipPlan(rid, target)
+        return self._advance_plan(now_ms)
+
+    def _advance_plan(self, now_ms: int) -> list[wm.FromWorker]:
+        """Propose the next single-voter step of the plan, or answer when it is done."""
+        plan = self._plan
+        assert plan is not None
+        core = self.core
+        m = core.membership
+        if m.voters == plan.target_voters:
+            self._plan = None
+            return [self._state(plan.request_id, m)]
+        if plan.steps >= MAX_PLAN_STEPS:
+            self._plan = None
+            return [wm.ErrorReply(plan.request_id, "membership plan did not converge", 502)]
+        to_add = sorted(plan.target_voters - m.voters)
+        to_remove = sorted(m.voters - plan.target_voters)
+        if to_add:
+            node = to_add[0]
+            new = Membership(voters=m.voters | {node}, learners=m.learners - {node}, addrs=m.addrs)
+        else:
+            node = next((n for n in to_remove if n != core.id), core.id)
+            if node == core.id:
+                # Thesis §4.2.2: rather than lead a configuration it is not part of, the leader
+                # hands over to a remaining voter; the client's retry reaches the new leader.
+                successor = min(plan.target_voters)
+                self._plan = None
+                try:
+                    core.transfer_leadership(successor, now_ms)
+                except ProposalDropped as exc:
+                    return [wm.ErrorReply(plan.request_id, f"leader transfer refused: {exc.reason}", 503)]
+                return [wm.NotLeader(plan.request_id, successor)]
+            addrs = {k: v for k, v in m.addrs.items() if k != node}
+            new = Membership(voters=m.voters - {node}, learners=m.learners - {node}, addrs=addrs)
+        result = self._propose_membership(plan.request_id, new, now_ms)
+        if isinstance(result, list):
+            self._plan = None
+            return result
+        plan.conf_index = result
+        plan.steps += 1
+        return []
+
+    def _trigger_snapshot(self, rid: int, now_ms: int) -> list[wm.FromWorker]:
+        if self.core.applied_index <= self._snapshot_index:
+            return [wm.SnapshotDone(rid, self._snapshot_index, self._snapshot_term)]
+        self.core.request_snapshot(now_ms)
+        self._waiters.snapshots.append(rid)
+        return []
+
+    # ------------------------------------------------------------------ the Ready loop
+
+    def pump(self, now_ms: int) -> list[wm.FromWorker]:
+        """Process every pending Ready; returns messages for the I/O process, in order."""
+        out: list[wm.FromWorker] = []
+        sends: list[wm.RaftSend] = []
+        while (rd := self.core.ready()) is not None:
+            self._persist(rd)
+            for msg in rd.messages:
+                payload = encode_message(msg)
+                sends.append(wm.RaftSend(msg.to_id, payload,
+                                         isinstance(msg, InstallSnapshot) or len(payload) >= LARGE_MESSAGE_SIZE))
+            self._apply(rd, out, now_ms)
+            self._take_snapshot(rd, out)
+            self.core.advance(rd)
+        for start in range(0, len(sends), wm.MAX_RAFT_BATCH_MESSAGES):
+            out.insert(0, wm.RaftSendBatch(sends[start:start + wm.MAX_RAFT_BATCH_MESSAGES]))
+        update = self._state_update()
+        if update is not None:
+            out.append(update)
+        if self._plan is not None and self._plan.conf_index and self._plan.conf_index <= self.core.applied_index:
+            self._plan.conf_index = 0
+            out.extend(self._advance_plan(now_ms))
+            out.extend(self.pump(now_ms))
+        return out
+
+    def _persist(self, rd: Ready) -> None:
+        storage = self._storage
+        if rd.snapshot is not None:
+            storage.apply_snapshot(rd.snapshot)
+        if rd.entries:
+            storage.append(rd.entries)
+        if rd.hard_state is not None:
+            storage.set_hard_state(rd.hard_state)
+        if rd.must_sync:
+            storage.sync()
+            self.fsyncs += 1
+
+    def _apply(self, rd: Ready, out: list[wm.FromWorker], now_ms: int) -> None:
+        if rd.snapshot is not None:
+            self._restore(rd.snapshot)
+        waiters = self._waiters
+        for entry in rd.committed_entries:
+            # CONFIG and NOOP entries advance the state machine's applied index as NoOps.
+            is_command = entry.kind is EntryKind.NORMAL
+            result = self.kv.apply(entry.index, entry.data if is_command else b"")
+            self._applied_term = entry.term
+            pending = waiters.writes.pop(entry.index, None)
+            if pending is not None:
+                if pending.term == entry.term and is_command:
+                    out.append(wm.WriteDone(pending.request_id, kv.encode_result(result)))
+                else:
+                    out.append(wm.ErrorReply(pending.request_id, "write lost to a leader change; retry", 502))
+            conf_rid = waiters.confs.pop(entry.index, None)
+            if conf_rid is not None:
+                if entry.kind is EntryKind.CONFIG:
+                    out.append(self._state(conf_rid, self.core.membership_at(entry.index)))
+                else:
+                    out.append(wm.ErrorReply(conf_rid, "membership change lost to a leader change; retry", 502))
+        for rs in rd.read_states:
+            pending_read = waiters.reads.get(rs.request_id)
+            if pending_read is None:
+                continue
+            if not rs.ok:
+                del waiters.reads[rs.request_id]
+                # No leader could confirm it (none known, or leadership lost mid-round): the I/O
+                # process waits for a leader and retries, here or there.
+                leader = self.core.leader_id if self.core.leader_id != self.core.id else NO_NODE
+                out.append(wm.NotLeader(pending_read.request_id, leader))
+            else:
+                pending_read.index = rs.index
+        applied = self.kv.applied_index
+        for read_id, pending_read in list(waiters.reads.items()):
+            if 0 <= pending_read.index <= applied:
+                del waiters.reads[read_id]
+                out.append(wm.ReadDone(pending_read.request_id, kv.encode_result(self.kv.read(pending_read.query))))
+        # Writes proposed in a term that is over can no longer be answered by this node's log
+        # position alone once that position is applied; those still ahead stay pending.
+        if not self.core.is_leader:
+            for index in [i for i, w in waiters.writes.items() if w.term < self.core.term and i <= applied]:
+                out.append(wm.ErrorReply(waiters.writes.pop(index).request_id, "write lost; retry", 502))
+
+    def _restore(self, snapshot: Snapshot) -> None:
+        self.kv.restore(snapshot.data)
+        self._snapshot_index = snapshot.meta.index
+        self._snapshot_term = snapshot.meta.term
+        self._applied_term = snapshot.meta.term
+        for index in [i for i in self._waiters.writes if i <= snapshot.meta.index]:
+            # Covered by a snapshot from the leader: we cannot tell if it was ours; the client
+            # retries (CAS-style commands make that safe for users who need it).
+            self._waiters.writes.pop(index)
+
+    def _take_snapshot(self, rd: Ready, out: list[wm.FromWorker]) -> None:
+        meta = rd.snapshot_to_take
+        if meta is None:
+            return
+        from aspen.raft.types import encode_membership
+
+        data = self.kv.snapshot_bytes(encode_membership(meta.membership))
+        self._storage.create_snapshot(Snapshot(meta=meta, data=data))
+        self._storage.compact(rd.compact_to_index)
+        self._snapshot_index, self._snapshot_term = meta.index, meta.term
+        for rid in self._waiters.snapshots:
+            out.append(wm.SnapshotDone(rid, meta.index, meta.term))
+        self._waiters.snapshots.clear()
+        logger.info("snapshot taken index=%d term=%d compacted_to=%d", meta.index, meta.term, rd.compact_to_index)
+
+    def _state_update(self) -> wm.StateUpdate | None:
+        core = self.core
+        m = core.membership
+        update = wm.StateUpdate(core.leader_id, core.term, node_role(core), sorted(m.voters), sorted(m.learners),
+                                dict(m.addrs))
+        if update == self._last_update:
+            return None
+        if self._last_update is None or self._last_update.leader_id != update.leader_id:
+            logger.info("leader is now node %d (term %d, this node %s)", update.leader_id, update.term, update.role)
+        self._last_update = update
+        return update
+
+    # ------------------------------------------------------------------ status
+
+    def status(self, rid: int) -> wm.RaftStatus:
+        core = self.core
+        replication = {n: pr.match for n, pr in core.progress.items()} if core.is_leader else {}
+        return wm.RaftStatus(
+            request_id=rid, node_id=core.id, role=node_role(core), leader_id=core.leader_id, term=core.term,
+            commit_index=core.commit_index, last_log_index=core.last_index, applied_index=core.applied_index,
+            applied_term=self._applied_term, snapshot_index=self._snapshot_index, snapshot_term=self._snapshot_term,
+            voters=sorted(core.membership.voters), learners=sorted(core.membership.learners),
+            replication=replication, fsyncs=self.fsyncs)
+
+
+def addr_text(addr_json: dict[str, object], http_addr: str = "") -> str:
+    """The membership's opaque address text for a node: its EndpointAddr JSON plus HTTP address."""
+    return json.dumps({"endpoint_addr": addr_json, "addr": http_addr}, separators=(",", ":"))
+
+
+__all__ = ["RaftWorker", "MAX_PENDING_CLIENT_REQUESTS", "addr_text", "StorageError"]

@@ -1,0 +1,247 @@
+"""RaftWorker (core + storage + KV behind the worker protocol), driven by hand: no processes."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from aspen import worker_messages as wm
+from aspen.raft import kv
+from aspen.raft.config import RaftConfig
+from aspen.raft.memory_storage import MemoryStorage
+from aspen.raft.worker import RaftWorker
+
+STEP_MS = 10
+MAX_STEPS = 3000  # 30 s of virtual time: every wait below is bounded by it
+
+
+class Cluster:
+    def __init__(self, ids: list[int], seed: int = 1) -> None:
+        self.now_ms = 0
+        self.storages = {i: MemoryStorage() for i in ids}
+        self.workers = {i: self._make(i) for i in ids}
+        self.replies: dict[int, list[wm.FromWorker]] = {i: [] for i in ids}
+        self.down: set[int] = set()
+        self._rid = 0
+        self.seed = seed
+
+    def _make(self, node_id: int) -> RaftWorker:
+        cfg = RaftConfig(node_id=node_id, heartbeat_interval_ms=50, election_timeout_min_ms=300,
+                         election_timeout_max_ms=600, snapshot_interval_entries=0)
+        return RaftWorker(cfg, self.storages[node_id], rng=random.Random(node_id * 7919))
+
+    def add(self, node_id: int) -> None:
+        self.storages[node_id] = MemoryStorage()
+        self.workers[node_id] = self._make(node_id)
+        self.replies[node_id] = []
+
+    def restart(self, node_id: int) -> None:
+        self.storages[node_id].crash()
+        self.workers[node_id] = self._make(node_id)
+
+    def send(self, node_id: int, make: object) -> int:
+        self._rid += 1
+        msg = make(self._rid)  # type: ignore[operator]
+        self.replies[node_id].extend(self.workers[node_id].handle(msg, self.now_ms))
+        return self._rid
+
+    def step(self) -> None:
+        self.now_ms += STEP_MS
+        inflight: list[tuple[int, wm.RaftReceive]] = []
+        for node_id, worker in self.workers.items():
+            if node_id in self.down:
+                continue
+            if worker.next_deadline_ms() <= self.now_ms:
+                worker.tick(self.now_ms)
+            for out in worker.pump(self.now_ms):
+                if isinstance(out, wm.RaftSendBatch):
+                    for m in out.messages:
+                        inflight.append((m.to_node, wm.RaftReceive(node_id, m.payload)))
+                else:
+                    self.replies[node_id].append(out)
+        for to_node, msg in inflight:
+            if to_node in self.workers and to_node not in self.down:
+                self.workers[to_node].handle(msg, self.now_ms)
+
+    def reply(self, node_id: int, rid: int) -> wm.FromWorker:
+        for _ in range(MAX_STEPS):
+            for r in self.replies[node_id]:
+                if getattr(r, "request_id", None) == rid:
+                    self.replies[node_id].remove(r)
+                    return r
+            self.step()
+        raise AssertionError(f"no reply to request {rid} on node {node_id}")
+
+    def leader(self) -> int:
+        for _ in range(MAX_STEPS):
+            leaders = [i for i, w in self.workers.items() if w.core.is_leader and i not in self.down]
+            if len(leaders) == 1:
+                return leaders[0]
+            self.step()
+        raise AssertionError("no leader")
+
+    def settle(self) -> int:
+        """Step until every live node knows the same leader and has applied what it committed."""
+        leader = self.leader()
+        for _ in range(MAX_STEPS):
+            live = [w for i, w in self.workers.items() if i not in self.down]
+            if all(w.core.leader_id == leader for w in live) and \
+                    len({w.core.applied_index for w in live}) == 1:
+                return leader
+            self.step()
+        raise AssertionError("cluster did not settle")
+
+    def write(self, node_id: int, command: kv.KvCommand) -> wm.FromWorker:
+        return self.reply(node_id, self.send(node_id, lambda r: wm.ClientWrite(r, kv.encode_command(command))))
+
+    def read(self, node_id: int, key: str, linearizable: bool = True) -> wm.FromWorker:
+        """A read on `node_id`, retried while no leader can confirm it (as the I/O process does)."""
+        for _ in range(50):
+            reply = self.reply(node_id, self.send(node_id, lambda r: wm.ClientRead(
+                r, kv.encode_command(kv.Get(key)), linearizable)))
+            if not isinstance(reply, wm.NotLeader):
+                return reply
+            for _ in range(10):
+                self.step()
+        return reply
+
+
+def addrs(ids: list[int]) -> dict[int, str]:
+    return {i: f"node-{i}" for i in ids}
+
+
+def formed(ids: list[int]) -> Cluster:
+    c = Cluster(ids)
+    state = c.reply(ids[0], c.send(ids[0], lambda r: wm.InitCluster(r, addrs(ids))))
+    assert isinstance(state, wm.ClusterState) and state.voters == ids
+    c.settle()
+    return c
+
+
+def value_of(reply: wm.FromWorker) -> str | None:
+    assert isinstance(reply, wm.ReadDone), reply
+    result = kv.decode_result(reply.result)
+    assert isinstance(result, kv.GetResult)
+    return result.value
+
+
+def test_uninitialized_node_says_412() -> None:
+    c = Cluster([1])
+    reply = c.write(1, kv.Set("a", "b"))
+    assert isinstance(reply, wm.ErrorReply) and reply.status == 412
+
+
+def test_init_elects_a_leader_and_writes_replicate() -> None:
+    c = formed([1, 2, 3])
+    leader = c.leader()
+    assert isinstance(c.write(leader, kv.Set("k", "v")), wm.WriteDone)
+    for node in (1, 2, 3):
+        assert value_of(c.read(node, "k")) == "v"  # followers serve linearizable reads via ReadIndex
+
+
+def test_second_init_is_refused() -> None:
+    c = formed([1, 2, 3])
+    for node in (1, 2):
+        reply = c.reply(node, c.send(node, lambda r: wm.InitCluster(r, addrs([1, 2, 3]))))
+        assert isinstance(reply, wm.ErrorReply) and reply.status == 400
+
+
+def test_follower_write_says_not_leader_with_the_leader() -> None:
+    c = formed([1, 2, 3])
+    leader = c.leader()
+    follower = next(n for n in (1, 2, 3) if n != leader)
+    reply = c.write(follower, kv.Set("k", "v"))
+    assert reply == wm.NotLeader(reply.request_id, leader)  # type: ignore[union-attr]
+
+
+def test_cas_and_delete_results_come_back() -> None:
+    c = formed([1])
+    assert isinstance(c.write(1, kv.Set("k", "v1")), wm.WriteDone)
+    done = c.write(1, kv.CompareAndSwap("k", "v0", "v2"))
+    assert isinstance(done, wm.WriteDone)
+    assert kv.decode_result(done.result) == kv.CasResult(False, "v1")
+    done = c.write(1, kv.CompareAndSwap("k", "v1", None))
+    assert kv.decode_result(done.result) == kv.CasResult(True, None)  # type: ignore[union-attr]
+    assert value_of(c.read(1, "k")) is None
+
+
+def test_learner_added_then_promoted_then_cluster_shrunk() -> None:
+    c = formed([1, 2, 3])
+    leader = c.leader()
+    c.write(leader, kv.Set("before", "1"))
+    for new in (4, 5):
+        c.add(new)
+        state = c.reply(leader, c.send(leader, lambda r, n=new: wm.AddLearner(r, n, f"node-{n}")))
+        assert isinstance(state, wm.ClusterState) and new in state.learners
+    state = c.reply(leader, c.send(leader, lambda r: wm.ChangeMembership(r, [1, 2, 3, 4, 5])))
+    assert isinstance(state, wm.ClusterState) and state.voters == [1, 2, 3, 4, 5] and state.learners == []
+    assert value_of(c.read(5, "before")) == "1"
+    # Shrink to one voter; when the leader must go, it hands over and says who leads now.
+    target = 3
+    node = c.leader()
+    for _ in range(20):  # follow leader hints as the I/O process does, stepping time between tries
+        reply = c.reply(node, c.send(node, lambda r: wm.ChangeMembership(r, [target])))
+        if isinstance(reply, wm.ClusterState):
+            break
+        assert isinstance(reply, (wm.NotLeader, wm.ErrorReply)), reply
+        for _ in range(10):
+            c.step()
+        node = reply.leader_id if isinstance(reply, wm.NotLeader) and reply.leader_id else c.leader()
+    assert isinstance(reply, wm.ClusterState) and reply.voters == [target]
+    assert isinstance(c.write(target, kv.Set("after", "2")), wm.WriteDone)
+    assert value_of(c.read(target, "after")) == "2"
+
+
+def test_restart_recovers_from_storage_without_reapplying() -> None:
+    c = formed([1, 2, 3])
+    leader = c.leader()
+    for i in range(20):
+        c.write(leader, kv.Set(f"k{i}", str(i)))
+    for node in (1, 2, 3):
+        c.restart(node)
+    leader = c.leader()
+    assert isinstance(c.write(leader, kv.Set("k20", "20")), wm.WriteDone)
+    for node in (1, 2, 3):
+        assert value_of(c.read(node, "k0")) == "0"
+        assert value_of(c.read(node, "k20")) == "20"
+
+
+def test_trigger_snapshot_reports_what_it_made() -> None:
+    c = formed([1, 2, 3])
+    leader = c.leader()
+    for i in range(5):
+        c.write(leader, kv.Set(f"k{i}", "v"))
+    done = c.reply(leader, c.send(leader, wm.TriggerSnapshot))
+    assert isinstance(done, wm.SnapshotDone)
+    assert done.index == c.workers[leader].core.applied_index and done.term >= 1
+    again = c.reply(leader, c.send(leader, wm.TriggerSnapshot))
+    assert isinstance(again, wm.SnapshotDone) and again.index == done.index
+
+
+def test_leader_crash_then_writes_continue_and_nothing_acknowledged_is_lost() -> None:
+    c = formed([1, 2, 3])
+    leader = c.leader()
+    acked = []
+    for i in range(10):
+        if isinstance(c.write(leader, kv.Set(f"k{i}", str(i))), wm.WriteDone):
+            acked.append(i)
+    c.down.add(leader)
+    new_leader = c.leader()
+    assert new_leader != leader
+    assert isinstance(c.write(new_leader, kv.Set("after", "x")), wm.WriteDone)
+    c.down.discard(leader)
+    c.restart(leader)
+    for i in acked:
+        assert value_of(c.read(leader, f"k{i}")) == str(i)
+
+
+@pytest.mark.parametrize("stale", [True])
+def test_stale_read_is_served_locally(stale: bool) -> None:
+    c = formed([1, 2, 3])
+    leader = c.leader()
+    c.write(leader, kv.Set("k", "v"))
+    follower = next(n for n in (1, 2, 3) if n != leader)
+    c.down.add(leader)
+    reply = c.read(follower, "k", linearizable=not stale)
+    assert value_of(reply) in ("v", None)
