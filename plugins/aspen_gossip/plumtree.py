@@ -285,9 +285,8 @@ class Plumtree:
         if message_id in self._seen:
             # paper §3.3: a duplicate turns the link lazy, both ways
             self.stats[STAT_DUPLICATE] += 1
-            if sender in self.eager:
-                self._make_lazy(sender)
-                out.append(SendMessage(sender, _PRUNE))
+            self._make_lazy(sender)
+            out.append(SendMessage(sender, _PRUNE))  # even if lazy here: it still pushes to us
             return
         content = message.content
         if blake3.blake3(content).digest() != message_id:
@@ -295,8 +294,11 @@ class Plumtree:
             return
         self._remember(message_id, content, now_ms, out)
         round_ = message.round
+        out.append(EmitEvent(Received(content, message_id, sender, SCOPE_SWARM, round_)))
+        # Push first, optimise after (as iroh does): a peer grafted by the optimisation below
+        # already has the payload (it announced it) and must not get it pushed again.
+        self._push(message_id, content, min(round_ + 1, MAX_ROUND), sender, now_ms, out)
         announcers = self._missing.pop(message_id, None)
-        pruned_sender = False
         if announcers:
             # paper §3.8: a lazy path announced it many hops earlier: swap the links
             best_peer, best_round = min(announcers, key=lambda a: a[1])
@@ -304,14 +306,10 @@ class Plumtree:
                     and (best_peer in self.lazy or best_peer in self.eager)):
                 self._make_eager(best_peer)
                 out.append(SendMessage(best_peer, Graft(None, best_round)))
-                if sender in self.eager:
-                    self._make_lazy(sender)
-                    out.append(SendMessage(sender, _PRUNE))
-                pruned_sender = True
-        out.append(EmitEvent(Received(content, message_id, sender, SCOPE_SWARM, round_)))
-        self._push(message_id, content, min(round_ + 1, MAX_ROUND), sender, now_ms, out)
-        if not pruned_sender:
-            self._make_eager(sender)
+                self._make_lazy(sender)
+                out.append(SendMessage(sender, _PRUNE))
+                return
+        self._make_eager(sender)
 
     def _on_ihave(self, sender: PeerId, message: IHave, now_ms: int, out: list[OutEvent]) -> None:
         seen = self._seen

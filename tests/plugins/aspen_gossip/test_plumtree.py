@@ -64,6 +64,9 @@ def test_received_payload_is_delivered_once_and_pushed_on_with_round_plus_one() 
     # the duplicate from another eager peer: no delivery, the link turns lazy on both sides
     out = node.handle(RecvMessage(pid(3), msg), 1)
     assert events(out) == [] and sends(out) == [(pid(3), Prune())]
+    # a duplicate from a peer that is lazy here still gets a Prune: it is still pushing to us
+    out = node.handle(RecvMessage(pid(3), msg), 1)
+    assert sends(out) == [(pid(3), Prune())]
     assert pid(3) in node.plumtree.lazy and pid(3) not in node.plumtree.eager
     # and a Prune received turns that sender lazy here too
     node.handle(RecvMessage(pid(4), Prune()), 2)
@@ -127,21 +130,23 @@ def test_tree_is_optimised_by_hop_count() -> None:
     node = make(1)
     connect(node, 2, 3)
     node.handle(RecvMessage(pid(3), Prune()), 0)
-    msg = gossip(b"far away", 9)
+    msg = gossip(b"far away", 1 + node.config.optimization_threshold)
     node.handle(RecvMessage(pid(3), IHave([IHaveEntry(msg.message_id, 1)])), 0)
     out = node.handle(RecvMessage(pid(2), msg), 50)
-    # round 9 by eager push vs round 1 announced: 8 >= threshold 7 -> swap the links
+    # the eager path took `threshold` hops more than the announced one: swap the links
     assert (pid(3), Graft(None, 1)) in sends(out)
     assert (pid(2), Prune()) in sends(out)
     assert node.plumtree.eager == {pid(3)} and node.plumtree.lazy == {pid(2)}
     assert events(out)  # still delivered
+    # the grafted peer announced the payload, so it is not pushed to it again
+    assert not any(p == pid(3) and isinstance(m, Gossip) for p, m in sends(out))
 
 
 def test_small_hop_difference_does_not_reshape_the_tree() -> None:
     node = make(1)
     connect(node, 2, 3)
     node.handle(RecvMessage(pid(3), Prune()), 0)
-    msg = gossip(b"near", 5)
+    msg = gossip(b"near", node.config.optimization_threshold)  # only threshold - 1 hops longer
     node.handle(RecvMessage(pid(3), IHave([IHaveEntry(msg.message_id, 1)])), 0)
     out = node.handle(RecvMessage(pid(2), msg), 50)
     assert not any(isinstance(m, (Graft, Prune)) for _, m in sends(out))
