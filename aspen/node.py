@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT_MS = 15_000  # worker stop (5 s + 5 s + kill) plus services, with margin
 SERVICE_START_TIMEOUT_MS = 30_000
 SERVICE_STOP_TIMEOUT_MS = 5_000
+QUIC_PORT_FILE = "quic-port"  # the UDP port a node bound last, reused when bind_port is 0
 
 
 def worker_args(config: NodeConfig, data_dir: Path) -> list[str]:
@@ -167,9 +168,7 @@ class Node:
             stack.push_async_callback(self.worker.stop)
 
             handlers = self._protocol_handlers()
-            self.endpoint = Endpoint(self.secret_key, handlers=handlers, registry=self.registry,
-                                     bind_host=self.config.bind_host, port=self.config.bind_port)
-            await self.endpoint.start()
+            self.endpoint = await self._start_endpoint(handlers)
             stack.push_async_callback(self.endpoint.stop)
             self.context.endpoint = self.endpoint
 
@@ -191,6 +190,34 @@ class Node:
             await self._stop.wait()
             logger.info("stopping node_id=%d", self.config.node_id)
         return 0
+
+    async def _start_endpoint(self, handlers: dict[str, ProtocolHandler]) -> Endpoint:
+        """Bind the QUIC endpoint. With bind_port 0 a node reuses the port it had last time (kept
+        in the data dir), so the address the cluster membership recorded for it stays valid
+        across restarts; if that port is taken now, the OS picks another."""
+        port_file = self.data_dir / QUIC_PORT_FILE
+        ports = [self.config.bind_port]
+        if self.config.bind_port == 0:
+            try:
+                ports.insert(0, int(port_file.read_text()))
+            except (OSError, ValueError):
+                pass
+        for port in ports:
+            endpoint = Endpoint(self.secret_key, handlers=handlers, registry=self.registry,
+                                bind_host=self.config.bind_host, port=port)
+            try:
+                await endpoint.start()
+            except OSError as exc:
+                if port == ports[-1]:
+                    raise ConfigError(f"cannot bind UDP {self.config.bind_host}:{port}: {exc.strerror}",
+                                      key="bind_port", value=port) from None
+                logger.info("previous QUIC port %d is taken (%s); letting the OS choose", port, exc.strerror)
+                await endpoint.stop()
+                continue
+            if self.config.bind_port == 0:
+                port_file.write_text(str(endpoint.local_addr().port))
+            return endpoint
+        raise AssertionError("unreachable")
 
     def _protocol_handlers(self) -> dict[str, ProtocolHandler]:
         """ALPN -> handler from every plugin, plus the node's own client-forwarding handler."""
