@@ -1,0 +1,89 @@
+"""The outputs of the Raft core: `Ready` (etcd's Ready/Advance contract), read results, errors.
+
+The worker's loop, the one contract every adapter and simulator follows (etcd `doc.go`):
+
+    while (rd := core.ready()) is not None:
+        1. persist, in this order:  storage.apply_snapshot(rd.snapshot)   if rd.snapshot
+                                    storage.append(rd.entries)            if rd.entries
+                                    storage.set_hard_state(rd.hard_state) if rd.hard_state
+                                    storage.sync()                        if rd.must_sync
+        2. send rd.messages (only now: a vote or an ack must never precede its fsync)
+        3. apply: restore the state machine from rd.snapshot if set, then apply
+           rd.committed_entries in order; then answer rd.read_states (each once applied >= index)
+        4. if rd.snapshot_to_take: build a snapshot of the state machine (now at exactly
+           rd.snapshot_to_take.index), storage.create_snapshot(...), storage.compact(
+           rd.compact_to_index)
+        5. core.advance(rd)
+
+Between `ready()` and `advance()` no other core method may be called (UsageError): the core then
+knows that everything it handed out was persisted, sent and applied.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from aspen.errors import AspenError
+from aspen.raft.messages import RaftMessage
+from aspen.raft.types import NO_NODE, Entry, HardState, Snapshot, SnapshotMeta
+
+
+class Role(enum.Enum):
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre_candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+@dataclass(frozen=True, slots=True)
+class SoftState:
+    """Volatile state worth reporting (leader changes are INFO-level news for operators)."""
+
+    leader_id: int
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    """The answer to `read_index(request_id)`.
+
+    `ok`: serve the read once the local state machine has applied >= `index` (it is then
+    linearizable, Raft thesis §6.4). Not ok: no leader could confirm it; retry (maybe elsewhere).
+    """
+
+    request_id: int
+    index: int
+    ok: bool
+
+
+@dataclass(slots=True)
+class Ready:
+    """Everything the worker must do, fields in the order it acts (see the module docstring)."""
+
+    soft_state: SoftState | None = None  # changed leader/role, for logs and routing
+    snapshot: Snapshot | None = None  # a received snapshot: persist, then restore the SM from it
+    entries: list[Entry] = field(default_factory=list)  # append to the durable log
+    hard_state: HardState | None = None  # persist if not None
+    must_sync: bool = False  # fsync before sending (entries, term or vote changed)
+    messages: list[RaftMessage] = field(default_factory=list)  # send after persisting
+    committed_entries: list[Entry] = field(default_factory=list)  # apply in order
+    read_states: list[ReadState] = field(default_factory=list)  # answer after applying
+    snapshot_to_take: SnapshotMeta | None = None  # build a snapshot at this point, then compact
+    compact_to_index: int = 0  # storage.compact(this) after create_snapshot
+
+
+class ProposalDropped(AspenError):
+    """A proposal, membership change or transfer was refused; the caller may retry elsewhere.
+
+    `reason` says why ("not_leader", "transferring", "config_pending", ...); `leader_id` is the
+    leader this node knows of (NO_NODE if none), where a client should retry.
+    """
+
+    def __init__(self, reason: str, leader_id: int = NO_NODE) -> None:
+        super().__init__(f"proposal dropped: {reason} (leader={leader_id})")
+        self.reason = reason
+        self.leader_id = leader_id
+
+
+__all__ = ["Role", "SoftState", "ReadState", "Ready", "ProposalDropped"]
