@@ -93,8 +93,10 @@ class Plumtree:
         self.me = me
         self.config = config
         self.stats = stats
-        self.eager: set[PeerId] = set()
-        self.lazy: set[PeerId] = set()
+        # insertion-ordered dicts used as sets: iteration order must not depend on the per-process
+        # hash seed, or a simulation seed would not replay in another process
+        self._eager: dict[PeerId, None] = {}
+        self._lazy: dict[PeerId, None] = {}
         # seen ids: id -> expiry; `_seen_order` holds (expiry, id) in insertion (= expiry) order
         self._seen: dict[bytes, int] = {}
         self._seen_order: deque[tuple[int, bytes]] = deque()
@@ -111,6 +113,14 @@ class Plumtree:
                                     // IHAVE_ENTRY_ENCODED_SIZE)
 
     # --- read-only views (tests, status pages) ----------------------------------------------
+
+    @property
+    def eager(self) -> set[PeerId]:
+        return set(self._eager)
+
+    @property
+    def lazy(self) -> set[PeerId]:
+        return set(self._lazy)
 
     def has_seen(self, message_id: bytes) -> bool:
         return message_id in self._seen
@@ -142,22 +152,24 @@ class Plumtree:
 
     def neighbor_up(self, peer: PeerId) -> None:
         """Plumtree §3.6: a new neighbor starts in the eager set."""
-        self.lazy.discard(peer)
-        self.eager.add(peer)
+        self._lazy.pop(peer, None)
+        self._eager[peer] = None
 
     def neighbor_down(self, peer: PeerId) -> None:
-        self.eager.discard(peer)
-        self.lazy.discard(peer)
+        self._eager.pop(peer, None)
+        self._lazy.pop(peer, None)
         self._lazy_queue.pop(peer, None)
 
+    def _is_neighbor(self, peer: PeerId) -> bool:
+        return peer in self._eager or peer in self._lazy
+
     def _make_eager(self, peer: PeerId) -> None:
-        self.lazy.discard(peer)
-        self.eager.add(peer)
+        self._lazy.pop(peer, None)
+        self._eager[peer] = None
 
     def _make_lazy(self, peer: PeerId) -> None:
-        if peer in self.eager:
-            self.eager.discard(peer)
-            self.lazy.add(peer)
+        if self._eager.pop(peer, 0) is None:  # was eager
+            self._lazy[peer] = None
 
     # --- caches -----------------------------------------------------------------------------
 
@@ -223,7 +235,7 @@ class Plumtree:
             # one hop to every neighbor (iroh sends to eager peers only; a lazy neighbor is still a
             # neighbor, and announcements must reach a new one at once)
             frame = Gossip(message_id, content, 0, SCOPE_NEIGHBORS)
-            for peer in (*self.eager, *self.lazy):
+            for peer in (*self._eager, *self._lazy):
                 out.append(SendMessage(peer, frame))
             return message_id
         if message_id in self._seen:
@@ -237,13 +249,13 @@ class Plumtree:
     def _push(self, message_id: bytes, content: bytes, round_: int, sender: PeerId | None, now_ms: int,
               out: list[OutEvent]) -> None:
         frame = Gossip(message_id, content, round_)
-        for peer in self.eager:
+        for peer in self._eager:
             if peer != sender:
                 out.append(SendMessage(peer, frame))
-        if self.lazy:
+        if self._lazy:
             entry = IHaveEntry(message_id, round_)
             limit = self.config.max_lazy_queue_entries
-            for peer in self.lazy:
+            for peer in self._lazy:
                 if peer == sender:
                     continue
                 queue = self._lazy_queue.get(peer)
@@ -303,7 +315,7 @@ class Plumtree:
             # paper §3.8: a lazy path announced it many hops earlier: swap the links
             best_peer, best_round = min(announcers, key=lambda a: a[1])
             if (best_round < round_ and round_ - best_round >= self.config.optimization_threshold
-                    and (best_peer in self.lazy or best_peer in self.eager)):
+                    and self._is_neighbor(best_peer)):
                 self._make_eager(best_peer)
                 out.append(SendMessage(best_peer, Graft(None, best_round)))
                 self._make_lazy(sender)
@@ -363,7 +375,7 @@ class Plumtree:
             return  # arrived meanwhile
         while announcers:
             peer, round_ = announcers.pop(0)
-            if peer in self.lazy or peer in self.eager:
+            if self._is_neighbor(peer):
                 self._make_eager(peer)
                 out.append(SendMessage(peer, Graft(message_id, round_)))
                 # keep the entry: the payload may still come; try the next announcer later

@@ -4,12 +4,13 @@ Metrics are defined in aspen_gossip.sim (Plumtree paper §5: RMR = m / (n - 1) -
 the last first-delivery, the source's push being hop 1).
 
 What CI runs and why (measured on the shared 2-core box):
-- 1,000 nodes, random senders, 10 warm-up + 20 measured broadcasts, one seed (~15 s):
-  zero missed; RMR/LDH held to regression bounds (see STABLE_* below for the measured values).
-- 1,000 nodes, one sender, iroh's latency model (static 50 ms), 30 broadcasts (~15 s):
-  iroh-gossip's own single-sender bounds: zero missed, RMR < 0.2, LDH < 15.
-- 300 nodes, 20% fail at once, heal, 20 broadcasts (~5 s): zero missed after healing.
-- `--soak`: 1,000 nodes x 100 random-sender broadcasts, then 20% fail and 100 more, 3 seeds.
+- 1,000 nodes, random senders, 10 warm-up + 20 measured broadcasts, one seed (~10 s):
+  zero missed, RMR mean < 0.2, LDH mean < 15, LDH max < 25.
+- 1,000 nodes, one sender, iroh's latency model (static 50 ms), 30 broadcasts (~10 s):
+  iroh-gossip's own single-sender bounds: zero missed, RMR < 0.2, LDH < 15 (max).
+- 300 nodes, 20% fail at once, heal, 20 broadcasts (~3 s): zero missed after healing.
+- `--soak`: 1,000 nodes x 100 random-sender broadcasts, then 20% fail at once and 100 more,
+  3 seeds (~2-3 min).
 `pytest --seed N` replays exactly one seed; every assertion message names its seed.
 """
 
@@ -23,11 +24,13 @@ from aspen_gossip.sim import PhaseReport, SimConfig, Simulator
 
 CI_SEEDS = [1]
 SOAK_SEEDS = [1, 2, 3]
-# Random senders share one Plumtree; measured at 1,000 nodes (10-50 ms per link, 1% loss),
-# seeds 1-3, 100 broadcasts: RMR mean 0.25-0.30, LDH max 25-27, LDH mean 18-19. The bounds below
-# catch regressions; they are NOT iroh's single-sender bounds, which this case does not meet.
-STABLE_RMR_MEAN_BOUND = 0.5
-STABLE_LDH_MAX_BOUND = 32
+# Random senders share one Plumtree. Measured at 1,000 nodes (10-50 ms per link, 1% loss),
+# seeds 1-3, 100 broadcasts: RMR mean 0.034-0.043 (one broadcast up to 0.58), LDH mean
+# 13.8-14.6, LDH max 19-22. The issue's bounds (iroh's single-sender ones, RMR < 0.2 and
+# LDH < 15) hold for the mean over broadcasts; the worst single broadcast's LDH does not.
+STABLE_RMR_MEAN_BOUND = 0.2
+STABLE_LDH_MEAN_BOUND = 15
+STABLE_LDH_MAX_BOUND = 25
 # iroh-gossip tests/sim.rs big_single_sender
 SINGLE_RMR_BOUND = 0.2
 SINGLE_LDH_BOUND = 15
@@ -57,9 +60,10 @@ def test_stable_state_1000_nodes_random_senders(replay_seed: int | None) -> None
         report = sim.run_broadcasts(20)
         check_delivery(report, seed, "stable")
         assert report.rmr_mean < STABLE_RMR_MEAN_BOUND, f"seed {seed}: {report.summary()}"
+        assert report.ldh_mean < STABLE_LDH_MEAN_BOUND, f"seed {seed}: {report.summary()}"
         assert report.ldh_max < STABLE_LDH_MAX_BOUND, f"seed {seed}: {report.summary()}"
-        # far below flooding over the same overlay
-        assert report.frames_per_node_per_broadcast < 2 * sim.flood_payloads_per_node()
+        # payloads: about one per node, where flooding the same overlay sends ~degree - 1
+        assert report.payloads_per_node_per_broadcast < 0.5 * sim.flood_payloads_per_node()
 
 
 def test_single_sender_1000_nodes_meets_iroh_bounds(replay_seed: int | None) -> None:
@@ -135,6 +139,7 @@ def test_soak_1000_nodes_100_broadcasts_then_20_percent_churn(replay_seed: int |
         stable = sim.run_broadcasts(100)
         check_delivery(stable, seed, "stable")
         assert stable.rmr_mean < STABLE_RMR_MEAN_BOUND, f"seed {seed}: {stable.summary()}"
+        assert stable.ldh_mean < STABLE_LDH_MEAN_BOUND, f"seed {seed}: {stable.summary()}"
         assert stable.ldh_max < STABLE_LDH_MAX_BOUND, f"seed {seed}: {stable.summary()}"
         fail_and_heal(sim, seed, 0.2, heal_ms=60_000)
         after = sim.run_broadcasts(100)
