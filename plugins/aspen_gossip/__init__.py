@@ -21,8 +21,8 @@ Modules (all sans-IO: time comes in as ``now_ms``, randomness as a ``random.Rand
 - ``config.GossipConfig``: tunables; defaults are named constants with their sources.
 - ``sim``: the seeded discrete-event simulator (``perf/gossip_sim.py``, tests).
 
-Hooks: none yet. The asyncio adapter and ``hooks.py`` (ALPN ``aspen-gossip/1`` protocol handler
-and discovery source) come later; they only execute the core's outputs (see ``topic``).
+Hooks: none yet. The asyncio adapter and ``hooks.py`` (a protocol handler for the gossip ALPN and
+a discovery source) come later; they only execute the core's outputs (see ``topic``).
 
 Config keys ([plugin.gossip], mirroring ``GossipConfig``): active_view_capacity,
 passive_view_capacity, active_random_walk_length, passive_random_walk_length,

@@ -184,9 +184,6 @@ def test_broken_connection_drops_the_peer_and_refills() -> None:
 
 
 def test_unanswered_neighbor_request_times_out_and_the_next_passive_peer_is_tried() -> None:
-    node = make(1)
-    for n in (20, 21):
-        node.hyparview.add_passive(pid(n), None, [])
     config = GossipConfig(active_view_capacity=1)
     node = make(1, config)
     for n in (20, 21):
