@@ -269,3 +269,36 @@ def test_too_many_bootstrap_peers_is_a_usage_error() -> None:
 def test_nonsense_config_is_refused(field: str, value: object) -> None:
     with pytest.raises(ConfigError, match=field):
         GossipConfig(**{field: value}).validate()  # type: ignore[arg-type]
+
+
+def test_frames_round_trip_on_the_wire_and_garbage_is_refused() -> None:
+    import msgspec
+
+    from aspen.addr import EndpointAddrWire, SocketAddr
+    from aspen_gossip.messages import (
+        Graft,
+        IHave,
+        IHaveEntry,
+        Prune,
+        StreamHeader,
+        decode_frame,
+        decode_stream_header,
+        encode_frame,
+    )
+
+    addr = EndpointAddrWire(pid(5), "https://relay.example./", [SocketAddr("192.0.2.5", 7000)])
+    tag = SECRET.membership_tag(pid(1), pid(2))
+    frames = [
+        Join(tag, addr), ForwardJoin(PeerInfo(pid(3), addr), 6), Shuffle(PeerInfo(pid(1)), [PeerInfo(pid(4))], 6),
+        ShuffleReply(tag, [PeerInfo(pid(4), addr)]), Neighbor(PRIORITY_LOW, tag, None), Disconnect(True),
+        Gossip(bytes(32), b"payload", 3), Prune(), Graft(None, 2), Graft(bytes(32), 0),
+        IHave([IHaveEntry(bytes(32), 1)]),
+    ]
+    for frame in frames:
+        assert decode_frame(encode_frame(frame)) == frame
+    assert decode_stream_header(encode_frame(StreamHeader(SECRET.topic_id))).topic_id == SECRET.topic_id
+    for garbage in (encode_frame(Gossip(bytes(32), b"x", 0))[:-1], b"\x93\x0a\x00\x00",
+                    msgspec.msgpack.encode([10, b"short id", b"x", 0, 0]),
+                    msgspec.msgpack.encode([10, bytes(32), b"x", 70_000, 0])):  # round > u16
+        with pytest.raises(msgspec.DecodeError):
+            decode_frame(garbage)
