@@ -96,12 +96,15 @@ def random_params(rng: random.Random) -> SimParams:
     p.drop_rate = rng.choice([0.0, 0.0, 0.05, 0.1, 0.2])
     p.duplicate_rate = rng.choice([0.0, 0.02, 0.05])
     p.max_delay_ms = rng.choice([2, 5, 10, 30, 60])  # 60 ms ~ a slow network (3 heartbeats)
-    p.snapshot_interval_entries = rng.choice([10, 30, 1000])
+    p.snapshot_interval_entries = rng.choice([5, 10, 30, 1000])
+    p.snapshot_keep_entries = rng.choice([0, 2, 5])
     p.snapshot_chunk_size_bytes = rng.choice([64, 200, 4096])
     p.max_entries_per_append = rng.choice([1, 8, 64])
     p.max_inflight_appends = rng.choice([1, 4, 16])
     p.keys = rng.choice([1, 2, 3])
-    p.clients = rng.choice([2, 3, 4])
+    p.clients = rng.choice([3, 4, 6, 8])
+    p.fault_interval_ms = rng.choice([100, 200, 400])
+    p.max_think_ms = rng.choice([2, 10, 30])
     return p
 
 
@@ -439,6 +442,7 @@ class RaftSimulation:
             except ProposalDropped as exc:
                 self._finish(op, "failed")
                 client.target = exc.leader_id
+                client.next_ms = self.now_ms + 1
                 return
             node.pending_writes[index] = (term, op)
         client.target = node.id
