@@ -33,6 +33,8 @@ from aspen.raft.core import RaftCore
 from aspen.raft.kv import (
     CasResult,
     CompareAndSwap,
+    Get,
+    GetResult,
     KvStateMachine,
     Set,
     WriteResult,
@@ -42,7 +44,9 @@ from aspen.raft.memory_storage import MemoryStorage
 from aspen.raft.messages import RaftMessage, decode_message, encode_message
 from aspen.raft.ready import ProposalDropped, Role
 from aspen.raft.types import EntryKind, Membership, Snapshot
-from aspen.testing.kv_lincheck import KvOp, check_history
+from aspen.testing import linearizability
+from aspen.testing.kv_lincheck import KvOp
+from aspen.testing.kv_lincheck import check_history as quick_check_history
 from aspen.testing.sim import NetworkFaults, SimNetwork
 
 # Readies drained per input before we call it a livelock (a core that always has output).
@@ -657,21 +661,45 @@ class RaftSimulation:
         for n in leader.core.membership.voters | leader.core.membership.learners:
             if self.nodes[n].kv.snapshot_bytes() != image:
                 raise self._violation(f"node {n} state differs from leader {leader.id} after convergence")
-        ops = [
+        self.check_history()
+
+    def check_history(self) -> None:
+        """Linearizability of the client history, by the full checker and the quick one."""
+        done = [op for op in self.history if op.status == "ok" or (op.status == "unknown" and op.kind != "get")]
+        full = linearizability.check_history([_as_operation(op) for op in done])
+        if full.timed_out:
+            raise self._violation(f"linearizability check gave no verdict: {full.explanation}")
+        quick = quick_check_history([
             KvOp(op.client_id, op.kind, op.key, op.value, op.expected, op.output, op.call_ms,
                  op.return_ms if op.status == "ok" else None)
-            for op in self.history
-            if op.status == "ok" or (op.status == "unknown" and op.kind != "get")
-        ]
-        result = check_history(ops)
-        if not result.ok:
-            raise self._violation(f"history not linearizable on key {result.key}: {result.reason}")
+            for op in done
+        ])
+        if not full.ok:
+            raise self._violation(f"history not linearizable: {full.explanation}")
+        if not quick.ok:
+            raise self._violation(f"quick checker disagrees (key {quick.key}: {quick.reason})")
 
     def summary(self) -> dict[str, object]:
         ok = sum(1 for op in self.history if op.status == "ok")
         return {"seed": self.seed, "now_ms": self.now_ms, "events": self.events, "ops": len(self.history),
                 "ok_ops": ok, "applied": len(self.applied), **self.stats,
                 "net": vars(self.net.stats)}
+
+
+def _as_operation(op: _Op) -> linearizability.Operation:
+    """The simulator's op record in the shared checker's terms."""
+    out: object
+    if op.kind == "put":
+        cmd: object = Set(op.key, op.value or "")
+        out = WriteResult(previous=op.output) if op.status == "ok" else None  # type: ignore[arg-type]
+    elif op.kind == "cas":
+        cmd = CompareAndSwap(op.key, op.expected, op.value)
+        out = CasResult(*op.output) if op.status == "ok" else None  # type: ignore[misc]
+    else:
+        cmd = Get(op.key)
+        out = GetResult(op.output) if op.status == "ok" else None  # type: ignore[arg-type]
+    return linearizability.Operation(op.client_id, op.call_ms, op.return_ms if op.status == "ok" else None,
+                                     cmd, out)  # type: ignore[arg-type]
 
 
 def run_simulation(seed: int, params: SimParams | None = None) -> RaftSimulation:
