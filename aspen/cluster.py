@@ -40,6 +40,11 @@ CLIENT_ALPN = "aspen-client/1"
 CLIENT_REQUEST_TIMEOUT_MS = 10_000  # a write waits at most this long for commit, forwarding included
 MAX_FORWARD_ATTEMPTS = 8  # leader hints followed per request (elections can chain a few)
 NO_LEADER_RETRY_MS = 50  # wait between attempts while no leader is known
+# Transient refusals (503: a config change still committing, a leader transfer under way, a
+# learner catching up) are retried within the request's deadline, this often at most.
+MAX_BUSY_RETRIES = 100
+BUSY_RETRY_MS = 100
+TICKET_PROVIDER_KEY = "cluster_ticket"  # NodeContext.extensions key: () -> {"ticket": ..., ...}
 FORWARDABLE = (wm.ClientWrite, wm.ClientRead, wm.AddLearner, wm.ChangeMembership)
 
 
@@ -50,8 +55,12 @@ class ClusterService:
 
     def __init__(self, *, node_id: int, worker: WorkerSupervisor, view: ClusterView,
                  registry: CollectorRegistry, own_addr: Callable[[], EndpointAddr],
-                 http_addr: Callable[[], str], rpc: Callable[[EndpointAddr, str, bytes, int], Any]) -> None:
+                 http_addr: Callable[[], str], rpc: Callable[[EndpointAddr, str, bytes, int], Any],
+                 extensions: dict[str, object] | None = None) -> None:
         self._node_id = node_id
+        # Plugin-provided extras (NodeContext.extensions): a plugin that can mint cluster tickets
+        # (gossip) puts a `() -> dict` under TICKET_PROVIDER_KEY.
+        self._extensions = extensions if extensions is not None else {}
         self._worker = worker
         self._view = view
         self._own_addr = own_addr
@@ -69,7 +78,9 @@ class ClusterService:
     async def _submit(self, make: Callable[[int], wm.ToWorker]) -> wm.FromWorker:
         deadline = time.monotonic() + CLIENT_REQUEST_TIMEOUT_MS / 1000
         target = self._node_id
-        for _ in range(MAX_FORWARD_ATTEMPTS):
+        hints = busy = 0
+        last_busy: wm.ErrorReply | None = None
+        while hints < MAX_FORWARD_ATTEMPTS and busy < MAX_BUSY_RETRIES:
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
                 break
@@ -80,9 +91,17 @@ class ClusterService:
                     reply = await self._forward(target, make(0), remaining_ms)
             except WorkerUnavailable as exc:
                 raise ApiError(503, f"raft worker unavailable: {exc}") from None
+            if isinstance(reply, wm.ErrorReply) and reply.status == 503:
+                busy += 1
+                last_busy = reply
+                await asyncio.sleep(BUSY_RETRY_MS / 1000)
+                continue
             if not isinstance(reply, wm.NotLeader):
                 return reply
+            hints += 1
             target = reply.leader_id or await self._wait_for_leader(deadline)
+        if last_busy is not None:
+            raise ApiError(503, f"{last_busy.message} (still refused after retrying)")
         raise ApiError(502, "no leader could serve the request in time (election in progress or quorum lost)")
 
     async def _wait_for_leader(self, deadline: float) -> int:
@@ -233,7 +252,12 @@ class ClusterService:
         return {"term": reply.term, "index": reply.index} if reply.index else None
 
     async def cluster_ticket(self) -> dict[str, Any]:
-        raise ApiError(501, "cluster tickets come with gossip discovery (not enabled in this build)")
+        provider = self._extensions.get(TICKET_PROVIDER_KEY)
+        if not callable(provider):
+            raise ApiError(501, "cluster tickets need the gossip plugin (not loaded on this node)")
+        ticket = provider()
+        assert isinstance(ticket, dict)
+        return ticket
 
     # ------------------------------------------------------------------ serving forwards
 
@@ -268,4 +292,4 @@ def endpoint_is_member(view: ClusterView, endpoint_id: EndpointId) -> bool:
     return view.member_node_id(endpoint_id) is not None
 
 
-__all__ = ["ClusterService", "CLIENT_ALPN", "CLIENT_REQUEST_TIMEOUT_MS", "MAX_FORWARD_ATTEMPTS"]
+__all__ = ["ClusterService", "TICKET_PROVIDER_KEY", "CLIENT_ALPN", "CLIENT_REQUEST_TIMEOUT_MS", "MAX_FORWARD_ATTEMPTS"]

@@ -224,7 +224,8 @@ class Node:
         endpoint_rpc = self._rpc
         self.cluster = ClusterService(node_id=self.config.node_id, worker=self.worker, view=self.cluster_view,
                                       registry=self.registry, own_addr=self.endpoint_addr,
-                                      http_addr=self._http_addr_text, rpc=endpoint_rpc)
+                                      http_addr=self._http_addr_text, rpc=endpoint_rpc,
+                                      extensions=self.context.extensions)
         handlers: dict[str, ProtocolHandler] = {CLIENT_ALPN: self.cluster}
         owners: dict[str, str] = {CLIENT_ALPN: "aspen"}
         for plugin, handler in self.host.collect("aspen_protocol_handlers", node=self.context):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -37,11 +38,18 @@ MAX_QUEUED_MESSAGES_PER_PEER = 10_000  # guess: revisit; ~ a few seconds of hear
 REDIAL_BACKOFF_MS = 200  # wait before dialing a peer again after a failure
 SEND_TIMEOUT_MS = 10_000  # a frame that cannot be written this long means the path is dead
 CONNECT_TIMEOUT_MS = 3_000
+# Every Raft message we send is answered (append/heartbeat/vote responses), so a connection that
+# carried our messages for this long without anything coming back from that peer is presumed
+# dead (the peer restarted, or the path broke) and is closed and re-dialed, rather than waiting
+# for the QUIC idle timeout (30 s). Above the election timeout, so a slow peer is not flapped.
+PEER_SILENCE_RESET_MS = 2_000
 
 
 class _Peer:
     def __init__(self, node_id: int) -> None:
         self.node_id = node_id
+        self.heard_at = 0.0  # monotonic seconds of the last frame received from this node
+        self.unanswered_since: float | None = None  # first send after the last frame heard
         self.queue: collections.deque[wm.RaftSend] = collections.deque()
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -126,6 +134,19 @@ class RaftTransport:
                 peer.streams.clear()
                 await asyncio.sleep(REDIAL_BACKOFF_MS / 1000)
 
+    def _check_silence(self, peer: _Peer) -> None:
+        now = time.monotonic()
+        if peer.unanswered_since is None or peer.heard_at > peer.unanswered_since:
+            peer.unanswered_since = now
+            return
+        if peer.conn is not None and now - peer.unanswered_since > PEER_SILENCE_RESET_MS / 1000:
+            logger.info("raft-rpc to node %d: nothing heard for %d ms; re-dialing", peer.node_id,
+                        int((now - peer.unanswered_since) * 1000))
+            peer.conn.close(0, "silent peer")
+            peer.conn = None
+            peer.streams.clear()
+            peer.unanswered_since = now
+
     async def _stream(self, peer: _Peer, large: bool) -> PeerStream:
         stream = peer.streams.get(large)
         if stream is not None and peer.conn is not None and getattr(peer.conn, "is_usable", True):
@@ -139,20 +160,18 @@ class RaftTransport:
         return stream
 
     async def _connection(self, node_id: int) -> PeerConnection:
-        if self._view.addr_of(node_id) is not None:
-            try:
-                return await asyncio.wait_for(self._connect(node_id), CONNECT_TIMEOUT_MS / 1000)
-            except (AspenError, OSError, TimeoutError):
-                inbound = self._inbound.get(node_id)
-                if inbound is None or not getattr(inbound, "is_usable", True):
-                    raise
-                return inbound
+        addr = self._view.addr_of(node_id)
+        if addr is not None and addr.direct_addrs:
+            return await asyncio.wait_for(self._connect(node_id), CONNECT_TIMEOUT_MS / 1000)
+        # No dialable address (a joining node knows its leader only by key): answer over the
+        # connection that peer opened to us.
         inbound = self._inbound.get(node_id)
         if inbound is not None and getattr(inbound, "is_usable", True):
             return inbound
         raise AspenError(f"no address for node {node_id}")
 
     async def _drain(self, peer: _Peer) -> None:
+        self._check_silence(peer)
         while peer.queue:
             large: list[wm.RaftSend] = []
             small: list[bytes] = []
@@ -250,6 +269,9 @@ class RaftTransport:
                     stream.reset(2)
                     return
             self._inbound[frame.from_node] = conn
+            sender = self._peers.get(frame.from_node)
+            if sender is not None:
+                sender.heard_at = time.monotonic()
             for payload in frame.payloads:
                 await self._deliver(wm.RaftReceive(frame.from_node, payload))
             self._received.inc(len(frame.payloads))
