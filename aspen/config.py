@@ -502,7 +502,7 @@ def build_config(
         if key.startswith("plugin.") and value is not None:
             _, plugin, opt = key.split(".", 2)
             plugin_options.setdefault(plugin, {})[opt] = value
-    core["plugins"] = plugins  # type: ignore[assignment]
+    core["plugins"] = plugins
     core["plugin_options"] = plugin_options  # type: ignore[assignment]
     sources["plugins"] = plugins_source
     config = msgspec.convert(core, NodeConfig)

@@ -11,6 +11,8 @@ aspen_discovery_sources and aspen_services (started after the endpoint is up) ->
 aspen_node_started. At shutdown: aspen_node_stopping, then services and sources stop in reverse.
 """
 
+# mypy: disable-error-code="empty-body"
+# (hookspecs have docstrings for bodies, like pytest's hookspec.py; pluggy never calls them)
 from __future__ import annotations
 
 import pluggy

@@ -258,7 +258,7 @@ def run_node(loaded: LoadedConfig, host: PluginHost) -> int:
     """Run a node until SIGINT/SIGTERM; returns the process exit status."""
     import uvloop
 
-    prometheus_client.disable_created_metrics()  # *_created series are noise for operators
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series are noise
 
     logging.basicConfig(level=loaded.config.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -151,7 +151,8 @@ def list_plugins() -> list[PluginListing]:
     for name, ep in sorted(installed_plugins().items()):
         try:
             info = plugin_info(name, ep.load())
-            kind, description = info.kind, info.description
+            kind: str = info.kind
+            description = info.description
         except Exception as exc:  # listing must survive a broken plugin and say which
             kind, description = "broken", f"cannot be loaded: {type(exc).__name__}: {exc}"
         listings.append(PluginListing(name, kind, _version_of(ep), description, ep.value))

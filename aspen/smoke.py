@@ -66,9 +66,11 @@ def run_smoke(base: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
 
         status, body = c.nodes[2].call("POST", "/change-membership", {"members": [1, 2, 3, 4, 5]})
         check(status == 200 and body["members"] == [1, 2, 3, 4, 5], f"change-membership: {status} {body}")
+        def sees_five_voters(node_id: int) -> Callable[[], bool]:
+            return lambda: bool(c.nodes[node_id].call("GET", "/raft-metrics")[1].get("voters") == [1, 2, 3, 4, 5])
+
         for i in c.nodes:
-            eventually(lambda i=i: c.nodes[i].call("GET", "/raft-metrics")[1].get("voters") == [1, 2, 3, 4, 5],
-                       10, f"node {i} does not see voters [1..5]")
+            eventually(sees_five_voters(i), 10, f"node {i} does not see voters [1..5]")
         log("PASS  4. promoted: every node reports voters [1,2,3,4,5] (request sent to node 2, forwarded)")
 
         status, body = c.write(4, "foo", "bar")

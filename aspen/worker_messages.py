@@ -217,8 +217,8 @@ FromWorker = (Ready | Pong | EchoReply | StatusReply | ErrorReply | RaftSendBatc
               | ClusterState | SnapshotDone | RaftStatus | StateUpdate)
 
 _encoder = msgspec.msgpack.Encoder()
-_to_worker_decoder = msgspec.msgpack.Decoder(ToWorker)
-_from_worker_decoder = msgspec.msgpack.Decoder(FromWorker)
+_to_worker_decoder: msgspec.msgpack.Decoder[ToWorker] = msgspec.msgpack.Decoder(ToWorker)
+_from_worker_decoder: msgspec.msgpack.Decoder[FromWorker] = msgspec.msgpack.Decoder(FromWorker)
 
 
 def encode(message: ToWorker | FromWorker) -> bytes:
