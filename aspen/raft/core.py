@@ -299,6 +299,15 @@ class RaftCore:
         else:
             self._flush_needed = True
 
+    def campaign(self, now_ms: int) -> None:
+        """Start an election now, as if the election timeout fired (openraft's trigger().elect()).
+
+        A no-op for a leader or a node that is not a voter.
+        """
+        self._enter(now_ms)
+        if self.role is not Role.LEADER and self._promotable():
+            self._campaign(transfer=False)
+
     def request_snapshot(self, now_ms: int) -> None:
         """Ask for a snapshot at the applied index in the next Ready (on-demand snapshot)."""
         self._enter(now_ms)
