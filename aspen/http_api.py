@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from aspen.node import Node
 
 NODE_KEY: web.AppKey[Node] = web.AppKey("node")
-HEALTH_WORKER_TIMEOUT_MS = 1_000  # the worker answers a Ping in well under a millisecond when up
+HEALTH_WORKER_TIMEOUT_MS = 1_000
+METRICS_WORKER_TIMEOUT_MS = 1_000  # a scrape must not hang on a busy or restarting worker  # the worker answers a Ping in well under a millisecond when up
 MAX_REQUEST_BODY_SIZE = 2 * 1024 * 1024  # axum's default body limit, which the Rust Aspen keeps
 
 
@@ -59,6 +60,11 @@ async def node_info(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
+    try:
+        reply = await node.worker.call(wm.RaftStatusRequest, timeout_ms=METRICS_WORKER_TIMEOUT_MS)
+        node.raft_metrics.status = reply if isinstance(reply, wm.RaftStatus) else None
+    except WorkerUnavailable:
+        node.raft_metrics.status = None  # a restarting worker: Raft families are left out
     body = generate_latest(node.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -34,6 +34,7 @@ from aspen.identity import SecretKey, load_or_create_key, read_key_file
 from aspen.peers import PeerMap
 from aspen.plugin_api import NodeContext, ProtocolHandler, Service
 from aspen.quic import Endpoint
+from aspen.raft_metrics import RaftMetricsCollector
 from aspen.plugin_host import PluginError, PluginHost
 from aspen.worker_supervisor import WorkerSupervisor
 
@@ -88,6 +89,8 @@ class Node:
             data_dir=self.data_dir, peers=PeerMap(), metrics=self.registry,
             plugin_options=dict(self.config.plugin_options))
         self.cluster_view = ClusterView(self.context.peers)
+        self.raft_metrics = RaftMetricsCollector(self.config.node_id, self.secret_key.public().hex())
+        self.registry.register(self.raft_metrics)
         self._raft_sinks: list[Callable[[wm.RaftSendBatch], None]] = []
         self.worker = WorkerSupervisor(registry=self.registry, log_level=self.config.log_level,
                                        extra_args=worker_args(self.config, self.data_dir),

@@ -197,6 +197,8 @@ class RaftStatus(msgspec.Struct, tag="raft_status_reply", frozen=True):
     learners: list[int]
     replication: dict[int, int]  # leader only: node -> matched index
     fsyncs: int = 0
+    fsync_seconds_total: float = 0.0
+    fsync_seconds_max: float = 0.0
 
 
 class StateUpdate(msgspec.Struct, tag="state_update", frozen=True):

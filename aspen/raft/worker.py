@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from dataclasses import dataclass, field
 
 from aspen import worker_messages as wm
@@ -112,6 +113,8 @@ class RaftWorker:
         self._applied_term = snapshot.meta.term
         self._last_update: wm.StateUpdate | None = None
         self.fsyncs = 0
+        self.fsync_seconds_total = 0.0  # time spent in storage.sync(), for /metrics
+        self.fsync_seconds_max = 0.0
 
     # ------------------------------------------------------------------ inputs
 
@@ -359,8 +362,12 @@ class RaftWorker:
         if rd.hard_state is not None:
             storage.set_hard_state(rd.hard_state)
         if rd.must_sync:
+            started = time.perf_counter()
             storage.sync()
+            elapsed = time.perf_counter() - started
             self.fsyncs += 1
+            self.fsync_seconds_total += elapsed
+            self.fsync_seconds_max = max(self.fsync_seconds_max, elapsed)
 
     def _apply(self, rd: Ready, out: list[wm.FromWorker], now_ms: int) -> None:
         if rd.snapshot is not None:
@@ -453,7 +460,8 @@ class RaftWorker:
             commit_index=core.commit_index, last_log_index=core.last_index, applied_index=core.applied_index,
             applied_term=self._applied_term, snapshot_index=self._snapshot_index, snapshot_term=self._snapshot_term,
             voters=sorted(core.membership.voters), learners=sorted(core.membership.learners),
-            replication=replication, fsyncs=self.fsyncs)
+            replication=replication, fsyncs=self.fsyncs, fsync_seconds_total=self.fsync_seconds_total,
+            fsync_seconds_max=self.fsync_seconds_max)
 
 
 def addr_text(addr_json: dict[str, object], http_addr: str = "") -> str:

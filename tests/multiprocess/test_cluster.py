@@ -227,3 +227,29 @@ def test_bad_http_inputs_get_documented_errors_and_change_nothing(cluster3: Loca
     assert after["last_log_index"] == before["last_log_index"]
     status, body = node.call("POST", "/init", {"initial_members": [{"id": 2, "addr": ""}]})
     assert status == 400 and "already" in body["error"]
+
+
+def test_metrics_carry_the_rust_aspen_families(cluster3: LocalCluster) -> None:
+    c = cluster3
+    leader = c.wait_leader()
+    assert c.write(leader, "metrics", "x")[0] == 200
+    status, text = c.nodes[leader].call("GET", "/metrics")
+    assert status == 200
+    lines = str(text).splitlines()
+
+    def value(prefix: str) -> float:
+        found = [line for line in lines if line.startswith(prefix + " ")]
+        assert found, f"{prefix} missing from /metrics"
+        return float(found[0].rsplit(" ", 1)[1])
+
+    n = f'node_id="{leader}"'
+    assert value(f"aspen_current_leader{{{n}}}") == leader
+    assert value(f'aspen_state{{{n},state="Leader"}}') == 1.0
+    assert value(f"aspen_last_applied_index{{{n}}}") >= 2
+    assert value(f"aspen_apply_lag{{{n}}}") >= 0
+    assert value(f"aspen_fsyncs_total{{{n}}}") >= 1
+    followers = [i for i in (1, 2, 3) if i != leader]
+    for f in followers:
+        assert value(f'aspen_replication_lag{{follower_id="{f}",{n}}}') >= 0
+    assert value("aspen_write_latency_seconds_count") >= 1
+    assert any(line.startswith("aspen_node_info{") for line in lines)
