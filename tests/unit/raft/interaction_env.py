@@ -205,7 +205,7 @@ class Env:
     def cmd_add_nodes(self, args: list[str]) -> None:
         """add-nodes N [voters=1,2,3] [learners=4] [heartbeat=10] [election=50,100]
         [snapshot-interval=0] [snapshot-keep=0] [chunk=1024] [max-entries=300] [inflight=64]
-        [lag=100] — nodes 1..N; members of the bootstrap config get it, the others start empty."""
+        [lag=100] [prevote=true] [checkquorum=true] — nodes 1..N; members of the bootstrap config get it, the others start empty."""
         pos, kw = _kv(args)
         n = int(pos[0])
         voters = _ids(kw.get("voters", ",".join(str(i) for i in range(1, n + 1))))
@@ -225,6 +225,8 @@ class Env:
                 max_entries_per_append=int(kw.get("max-entries", "300")),
                 max_inflight_appends=int(kw.get("inflight", "64")),
                 max_learner_lag_entries=int(kw.get("lag", "100")),
+                pre_vote=kw.get("prevote", "true") == "true",
+                check_quorum=kw.get("checkquorum", "true") == "true",
             )
             node = _Node(i, MemoryStorage(boot if i in members else Membership()), cfg)
             self.nodes[i] = node
@@ -294,6 +296,37 @@ class Env:
         self._tick_all()
         for m in self.queue[before:]:
             self.out.append("  sends " + describe(m))
+
+    def cmd_run(self, args: list[str]) -> None:
+        """run MS [step=10] [lossy=P] [latency=MS] — let MS pass in steps; each step ticks every
+        node and delivers what is due (everything, or with `latency` what was sent that long
+        ago: a slow network). Prints only state changes (`>` lines) and how many messages moved."""
+        pos, kw = _kv(args)
+        step = int(kw.get("step", "10"))
+        lossy = float(kw.get("lossy", "0"))
+        latency = int(kw.get("latency", "0"))
+        total = int(pos[0])
+        outer, delivered = self.out, 0
+        in_flight: list[tuple[int, RaftMessage]] = []
+        for _ in range(max(1, total // step)):
+            self.out = []
+            self.now_ms += step
+            self._tick_all()
+            for _ in range(MAX_STABILIZE_ROUNDS):
+                if latency:
+                    in_flight.extend((self.now_ms + latency, m) for m in self.queue)
+                    self.queue = [m for due, m in in_flight if due <= self.now_ms]
+                    in_flight = [(due, m) for due, m in in_flight if due > self.now_ms]
+                if not self.queue:
+                    break
+                batch, self.queue = self.queue, []
+                for msg in batch:
+                    self._deliver(msg, lossy)
+            delivered += sum(1 for line in self.out if not line.startswith(">"))
+            outer.extend(line for line in self.out if line.startswith(">"))
+        self.out = outer
+        self.queue.extend(m for _, m in in_flight)
+        self.out.append(f"({total} ms, {delivered} messages)")
 
     def cmd_propose(self, args: list[str]) -> None:
         """propose ID DATA... — propose each DATA at node ID."""
