@@ -15,6 +15,16 @@ What the subclass changes, and why:
   connection id (HMAC, §10.3.2's suggested construction) instead of aioquic's random ones, so a
   restarted node can reset connections its previous incarnation held; `is_stateless_reset`
   recognises a reset sent to us (aioquic does not, it would wait for the idle timeout).
+* STREAM frames longer than 16383 bytes: aioquic writes a STREAM frame's length as a 2-byte
+  varint (`len | 0x4000`), which silently corrupts any longer frame — the receiver reads a
+  wrong length and then parses stream data as frames ("Unknown frame type"). That is why raw
+  aioquic breaks with datagrams above ~16-24 KB. `_write_stream_frame` uses a 4-byte length when
+  the frame may exceed 16383 bytes.
+* Path MTU probing (DPLPMTUD, RFC 8899 / RFC 9000 §14.3): after the handshake is confirmed the
+  connection sends PING probes padded to candidate sizes between the configured datagram size
+  and `pmtu_ceiling_bytes` (from the route MTU, given by the adapter); each acknowledged probe
+  raises the datagram size of every later packet, a lost one lowers the search's upper bound.
+  Binary search, at most MAX_PMTU_PROBES probes per connection.
 """
 
 from __future__ import annotations
@@ -23,7 +33,11 @@ import hashlib
 import hmac
 
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
+from aioquic.quic.connection import QuicConnection, QuicConnectionState
+from aioquic.quic.packet import QuicFrameType
+from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
+from aioquic.quic.recovery import QuicPacketSpace
+from aioquic.quic.stream import QuicStream
 
 from aspen.identity import EndpointId
 from aspen.quic.tls_identity import IdentityTlsContext, install_identity_checks
@@ -34,6 +48,20 @@ STATELESS_RESET_TOKEN_SIZE = 16
 MIN_STATELESS_RESET_SIZE = 21
 # aioquic's own default (QuicConnection sets 128 for both stream directions); quinn uses 100.
 MAX_CONCURRENT_STREAMS = 128
+# RFC 9000 §16: the largest value a 2-byte varint holds; aioquic's STREAM length field size.
+MAX_2_BYTE_VARINT = 16383
+# The largest UDP payload we ever probe: IPv4's 65535 - 20 (IP) - 8 (UDP) = 65507, rounded
+# down so an IPv6 path (65535 - 40 - 8 = 65487) fits too.
+MAX_PROBED_DATAGRAM_SIZE = 65_000
+# RFC 8899 §5.1.2 MAX_PROBES = 3 per size; a binary search over 1200..65000 to within
+# PMTU_SEARCH_PRECISION_BYTES needs ~8 sizes. Bounded per connection.
+MAX_PMTU_PROBES = 16
+PMTU_SEARCH_PRECISION_BYTES = 512  # stop when the bracket is this narrow (guess: revisit)
+# A probe neither acknowledged nor declared lost within this long is counted lost (RFC 8899
+# §5.1.1 PROBE_TIMER is 15 s for long paths; loss detection normally answers within 1-3 PTO).
+PMTU_PROBE_TIMEOUT_S = 1.0
+# PING uids at or above this are ours (PMTU probes); user pings use small uids.
+_PMTU_PROBE_UID_BASE = 1 << 60
 # Label mixed into the HMAC key so reset tokens can never collide with other uses of the secret.
 _RESET_KEY_LABEL = b"aspen quic stateless reset v1"
 
@@ -63,6 +91,7 @@ class AspenQuicConnection(QuicConnection):
         expected_peer_id: EndpointId | None = None,
         max_concurrent_streams: int = MAX_CONCURRENT_STREAMS,
         original_destination_connection_id: bytes | None = None,
+        pmtu_ceiling_bytes: int = 0,
     ) -> None:
         if configuration.is_client and expected_peer_id is None:
             raise ValueError("a client connection needs the EndpointId it dials")
@@ -78,6 +107,15 @@ class AspenQuicConnection(QuicConnection):
         for cid in self._host_cids:
             if cid.stateless_reset_token is not None:
                 cid.stateless_reset_token = stateless_reset_token(reset_key, cid.cid)
+        # PMTU search state: [_pmtu_low, _pmtu_high] brackets the largest working size.
+        self._pmtu_low = configuration.max_datagram_size
+        self._pmtu_high = min(max(pmtu_ceiling_bytes, 0), MAX_PROBED_DATAGRAM_SIZE)
+        self._pmtu_probes_sent = 0
+        self._pmtu_probe_uid: int | None = None
+        self._pmtu_probe_size = 0
+        self._pmtu_probe_sent_at = 0.0
+        self._pmtu_probe_is_padded = False
+        self._pmtu_in_probe = False
 
     # aioquic hooks --------------------------------------------------------------------------
 
@@ -90,6 +128,130 @@ class AspenQuicConnection(QuicConnection):
         for cid in self._host_cids:
             if not cid.was_sent and cid.stateless_reset_token is not None:
                 cid.stateless_reset_token = stateless_reset_token(self._aspen_reset_key, cid.cid)
+
+    def _write_stream_frame(self, builder: QuicPacketBuilder, space: QuicPacketSpace,
+                            stream: QuicStream, max_offset: int) -> int:
+        if builder.remaining_flight_space <= MAX_2_BYTE_VARINT:
+            return super()._write_stream_frame(builder, space, stream, max_offset)
+        # Same as aioquic's, with a 4-byte length (see the module docstring).
+        next_offset = stream.sender.next_offset
+        frame_overhead = 5 + _size_uint_var(stream.stream_id) + (
+            _size_uint_var(next_offset) if next_offset else 0)
+        previous_send_highest = stream.sender.highest_offset
+        frame = stream.sender.get_frame(builder.remaining_flight_space - frame_overhead, max_offset)
+        if frame is None:
+            return 0
+        frame_type = QuicFrameType.STREAM_BASE | 2  # with a length field
+        if frame.offset:
+            frame_type |= 4
+        if frame.fin:
+            frame_type |= 1
+        buf = builder.start_frame(frame_type, capacity=frame_overhead,
+                                  handler=stream.sender.on_data_delivery,
+                                  handler_args=(frame.offset, frame.offset + len(frame.data), frame.fin))
+        buf.push_uint_var(stream.stream_id)
+        if frame.offset:
+            buf.push_uint_var(frame.offset)
+        buf.push_uint32(len(frame.data) | 0x80000000)  # RFC 9000 §16: 4-byte varint
+        buf.push_bytes(frame.data)
+        if self._quic_logger is not None:
+            builder.quic_logger_frames.append(
+                self._quic_logger.encode_stream_frame(frame, stream_id=stream.stream_id))
+        return stream.sender.highest_offset - previous_send_highest
+
+    # path MTU probing ---------------------------------------------------------------------------
+
+    @property
+    def max_datagram_size(self) -> int:
+        """The datagram size in use (raised by successful PMTU probes)."""
+        return self._max_datagram_size
+
+    @property
+    def is_pmtu_search_done(self) -> bool:
+        return (self._pmtu_high - self._pmtu_low < PMTU_SEARCH_PRECISION_BYTES
+                or self._pmtu_probes_sent >= MAX_PMTU_PROBES)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[object, ...]]]:  # type: ignore[override]
+        datagrams = super().datagrams_to_send(now)
+        if self._pmtu_probe_uid is not None and now - self._pmtu_probe_sent_at > PMTU_PROBE_TIMEOUT_S:
+            self._pmtu_probe_failed()
+        if (self._pmtu_probe_uid is None and self._handshake_confirmed and not self.is_pmtu_search_done
+                and self._state == QuicConnectionState.CONNECTED and self._close_event is None):
+            datagrams += self._send_pmtu_probe(now)
+        return datagrams  # type: ignore[return-value]
+
+    def _send_pmtu_probe(self, now: float) -> list[tuple[bytes, tuple[object, ...]]]:
+        # First try the ceiling (on loopback or a clean path it simply works), then bisect.
+        size = self._pmtu_high if self._pmtu_probes_sent == 0 else (self._pmtu_low + self._pmtu_high) // 2
+        uid = _PMTU_PROBE_UID_BASE + self._pmtu_probes_sent
+        saved = self._max_datagram_size
+        self._pmtu_probe_uid, self._pmtu_probe_size = uid, size
+        self._pmtu_probe_is_padded = False
+        self._ping_pending.append(uid)
+        self._max_datagram_size = size  # the builder of this one call makes probe-sized datagrams
+        # Room for exactly one probe-sized datagram: data must not ride at an unproven size.
+        congestion = self._loss._cc
+        saved_window = congestion.congestion_window
+        congestion.congestion_window = self._loss.bytes_in_flight + size
+        self._pmtu_in_probe = True
+        try:
+            probe = super().datagrams_to_send(now)
+        finally:
+            self._max_datagram_size = saved
+            congestion.congestion_window = saved_window
+            self._pmtu_in_probe = False
+        if uid in self._ping_pending:  # congestion window full: not sent, try again later
+            self._ping_pending.remove(uid)
+            self._pmtu_probe_uid = None
+            return probe
+        self._pmtu_probes_sent += 1
+        self._pmtu_probe_sent_at = now
+        return probe  # type: ignore[return-value]
+
+    def _write_ping_frame(self, builder: QuicPacketBuilder, uids: list[int] = [],  # noqa: B006
+                          comment: str = "") -> None:
+        if self._pmtu_probe_uid is not None and self._pmtu_probe_uid in uids and not self._pmtu_in_probe:
+            # A lost probe must not be retransmitted in an ordinary packet, where its ACK
+            # would "prove" a size that was never sent.
+            uids = [u for u in uids if u != self._pmtu_probe_uid]
+            if not uids:
+                return
+        super()._write_ping_frame(builder, uids, comment)
+        if self._pmtu_in_probe and self._pmtu_probe_uid in uids:
+            # Pad this packet to the whole datagram, as aioquic does for PATH_CHALLENGE; only
+            # valid as a probe if the congestion window did not cut the packet short.
+            self._pmtu_probe_is_padded = builder.remaining_flight_space >= builder.remaining_buffer_space
+            builder._datagram_needs_padding = True
+
+    def _on_ping_delivery(self, delivery: QuicDeliveryState, uids: tuple[int, ...]) -> None:  # type: ignore[override]
+        probe = self._pmtu_probe_uid
+        if probe is not None and probe in uids:
+            if delivery == QuicDeliveryState.ACKED and self._pmtu_probe_is_padded:
+                self._pmtu_probe_acked()
+            else:
+                self._pmtu_probe_failed()
+            uids = tuple(u for u in uids if u != probe)
+        if uids:
+            super()._on_ping_delivery(delivery, uids)
+
+    def _pmtu_probe_acked(self) -> None:
+        size = self._pmtu_probe_size
+        self._pmtu_probe_uid = None
+        self._pmtu_low = max(self._pmtu_low, size)
+        if size > self._max_datagram_size:
+            self._set_max_datagram_size(size)
+
+    def _pmtu_probe_failed(self) -> None:
+        self._pmtu_high = min(self._pmtu_high, self._pmtu_probe_size - 1)
+        self._pmtu_probe_uid = None
+
+    def _set_max_datagram_size(self, size: int) -> None:
+        # Every component that sized itself from the configuration at construction.
+        self._max_datagram_size = size
+        self._loss._pacer._max_datagram_size = size
+        congestion = self._loss._cc
+        if hasattr(congestion, "_max_datagram_size"):
+            congestion._max_datagram_size = size
 
     # what Aspen reads -----------------------------------------------------------------------
 
@@ -136,8 +298,20 @@ class AspenQuicConnection(QuicConnection):
         return sender._buffer_stop - sender._buffer_start > limit_bytes
 
 
+def _size_uint_var(value: int) -> int:
+    """Bytes of a QUIC varint (RFC 9000 §16)."""
+    if value <= 0x3F:
+        return 1
+    if value <= 0x3FFF:
+        return 2
+    if value <= 0x3FFFFFFF:
+        return 4
+    return 8
+
+
 __all__ = [
     "AspenQuicConnection",
+    "MAX_PROBED_DATAGRAM_SIZE",
     "MAX_CONCURRENT_STREAMS",
     "MIN_STATELESS_RESET_SIZE",
     "STATELESS_RESET_TOKEN_SIZE",

@@ -18,6 +18,8 @@ Theory of operation (the adapter, kept thin like aioquic's `asyncio/protocol.py`
   re-dial after failure. Keep-alive PINGs go out every `keepalive_interval_ms` while a connection
   has open streams; a connection with no traffic for `idle_timeout_ms` is closed by QUIC's idle
   timeout (RFC 9000 §10.1), which also bounds every wait on a dead peer.
+* Datagram size: connections start at `max_datagram_size_bytes` (1200 by default, RFC 9000 §14)
+  and, with `pmtu_probe`, probe up to the route's MTU (DPLPMTUD; see `connection.py`).
 
 Times: aioquic wants float seconds; `_now_s` is the one place that reads the loop clock.
 """
@@ -81,6 +83,7 @@ MAX_STATELESS_RESETS_PER_SECOND = 100
 # Cap on a stateless reset we send: 1 + 26 random + 16 token bytes (looks like a small packet).
 STATELESS_RESET_SIZE = 43
 # Handler tasks are bounded by MAX_CONNECTIONS (one per accepted connection).
+_SUPPORTED_VERSIONS = QuicConfiguration().supported_versions  # aioquic's (QUIC v1, v2)
 
 
 class Endpoint:
@@ -107,6 +110,7 @@ class Endpoint:
         max_datagram_size_bytes: int = DEFAULT_MAX_DATAGRAM_SIZE,
         stream_window_size_bytes: int = DEFAULT_STREAM_WINDOW_SIZE,
         connection_window_size_bytes: int = DEFAULT_CONNECTION_WINDOW_SIZE,
+        pmtu_probe: bool = True,
         path: DatagramPath | None = None,
     ) -> None:
         handlers = dict(handlers or {})
@@ -142,6 +146,7 @@ class Endpoint:
         self._max_datagram_size_bytes = max_datagram_size_bytes
         self._stream_window_size_bytes = stream_window_size_bytes
         self._connection_window_size_bytes = connection_window_size_bytes
+        self._pmtu_probe = pmtu_probe
         self.metrics = QuicMetrics(registry)
         self._certificate, self._private_key = make_identity_certificate(secret_key)
         self._reset_key = derive_reset_key(secret_key.seed)
@@ -154,6 +159,7 @@ class Endpoint:
         self._keepalives: dict[QuicPeerConnection, asyncio.TimerHandle] = {}
         self._dirty: dict[QuicPeerConnection, None] = {}
         self._flush_scheduled = False
+        self._in_flush = False
         self._pool = ConnectionPool(max_connections=max_connections)
         self._handler_tasks: set[asyncio.Task[None]] = set()
         self._reset_budget = MAX_STATELESS_RESETS_PER_SECOND
@@ -275,7 +281,8 @@ class Endpoint:
         config = self._configuration(is_client=True, alpns=[alpn])
         quic = AspenQuicConnection(configuration=config, reset_key=self._reset_key,
                                    expected_peer_id=peer,
-                                   max_concurrent_streams=self._max_concurrent_streams)
+                                   max_concurrent_streams=self._max_concurrent_streams,
+                                   pmtu_ceiling_bytes=self._pmtu_ceiling(net_addr))
         conn = self._new_connection(quic, "out", net_addr)
         quic.connect(net_addr, now=self._now_s())
         self._service(conn)
@@ -341,7 +348,11 @@ class Endpoint:
         if conn is None:
             self._on_unknown_cid(data, addr)
             return
-        conn.quic.receive_datagram(data, addr, self._now_s())
+        quic = conn.quic
+        quic.receive_datagram(data, addr, self._now_s())
+        if not quic._handshake_confirmed:
+            self._service(conn)  # handshake flights: answer at once, nothing to batch
+            return
         # Events now (readers wake in the next loop turn), datagrams at the end of the turn (one
         # ACK for the whole burst the socket delivered).
         conn.process_events()
@@ -356,7 +367,7 @@ class Endpoint:
         if header.packet_type == QuicPacketType.ONE_RTT:
             self._on_unknown_short_header(data, addr, header.destination_cid)
             return
-        config_versions = QuicConfiguration().supported_versions
+        config_versions = _SUPPORTED_VERSIONS
         if (header.packet_type != QuicPacketType.VERSION_NEGOTIATION and header.version is not None
                 and header.version not in config_versions):
             self._send(encode_quic_version_negotiation(
@@ -372,7 +383,8 @@ class Endpoint:
         config = self._configuration(is_client=False, alpns=list(self._handlers))
         quic = AspenQuicConnection(configuration=config, reset_key=self._reset_key,
                                    max_concurrent_streams=self._max_concurrent_streams,
-                                   original_destination_connection_id=header.destination_cid)
+                                   original_destination_connection_id=header.destination_cid,
+                                   pmtu_ceiling_bytes=self._pmtu_ceiling(addr))
         conn = self._new_connection(quic, "in", addr, extra_cid=header.destination_cid)
         quic.receive_datagram(data, addr, self._now_s())
         self._mark_dirty(conn)
@@ -410,7 +422,7 @@ class Endpoint:
     def _new_connection(self, quic: AspenQuicConnection, direction: str, addr: NetworkAddress,
                         extra_cid: bytes | None = None) -> QuicPeerConnection:
         assert self._loop is not None
-        conn = QuicPeerConnection(quic=quic, loop=self._loop, wake=self._mark_dirty,
+        conn = QuicPeerConnection(quic=quic, loop=self._loop, wake=self._on_app_output,
                                   metrics=self.metrics, direction=direction,
                                   max_concurrent_streams=self._max_concurrent_streams, peer_addr=addr)
         # A server also answers to the client's original destination id until the client
@@ -421,6 +433,19 @@ class Endpoint:
         self._sync_cids(conn)
         return conn
 
+    def _on_app_output(self, conn: QuicPeerConnection) -> None:
+        """A stream queued data (or a reset, a close). The first such call of a loop turn sends
+        at once — a lone request must not wait a turn (measured: -20% sequential RPC/s) — and
+        later calls in the same turn are batched into the end-of-turn flush, so 32 concurrent
+        writers share packets."""
+        if self._flush_scheduled or self._in_flush:
+            self._mark_dirty(conn)
+            return
+        self._flush_scheduled = True
+        assert self._loop is not None
+        self._loop.call_soon(self._flush)
+        self._service(conn)
+
     def _mark_dirty(self, conn: QuicPeerConnection) -> None:
         self._dirty[conn] = None
         if not self._flush_scheduled:
@@ -430,6 +455,13 @@ class Endpoint:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        self._in_flush = True
+        try:
+            self._flush_dirty()
+        finally:
+            self._in_flush = False
+
+    def _flush_dirty(self) -> None:
         # Bounded: servicing a connection only re-dirties it through stream wakes issued by
         # event processing (resets), and each round drains them; MAX rounds guard against bugs.
         for _ in range(8):
@@ -557,6 +589,12 @@ class Endpoint:
         """The one clock read of the adapter: the loop's monotonic time, aioquic's float seconds."""
         assert self._loop is not None
         return self._loop.time()
+
+    def _pmtu_ceiling(self, addr: NetworkAddress) -> int:
+        """Upper bound for this connection's PMTU search: the route's MTU; 0 disables probing."""
+        if not self._pmtu_probe or self._path is None:
+            return 0
+        return self._path.max_payload_size(addr) or 0
 
     def _send(self, data: bytes, addr: NetworkAddress) -> None:
         assert self._path is not None

@@ -27,6 +27,12 @@ DatagramHandler = Callable[[bytes, NetworkAddress], None]
 # Linux caps these at net.core.{r,w}mem_max unless privileged; 4 MiB holds a 10 MiB transfer's
 # bursts on loopback where the default ~208 KiB overflowed (measured: drops at ~150 packets).
 SOCKET_BUFFER_SIZE = 4 * 1024 * 1024
+# Linux socket option numbers (linux/in.h IP_MTU = 14, linux/in6.h IPV6_MTU = 24); Python's
+# socket module does not export IP_MTU.
+IP_MTU = getattr(socket, "IP_MTU", 14)
+IPV6_MTU = getattr(socket, "IPV6_MTU", 24)
+IPV4_UDP_HEADERS_SIZE = 20 + 8  # RFC 791 minimum IPv4 header + RFC 768 UDP header
+IPV6_UDP_HEADERS_SIZE = 40 + 8  # RFC 8200 IPv6 header + UDP header
 
 
 class DatagramPath(Protocol):
@@ -42,6 +48,11 @@ class DatagramPath(Protocol):
         ...
 
     def local_addrs(self) -> list[SocketAddr]: ...
+
+    def max_payload_size(self, addr: NetworkAddress) -> int | None:
+        """The largest UDP payload the local route to `addr` carries unfragmented (from the
+        interface MTU), or None if unknown. An upper bound for PMTU probing, not a promise."""
+        ...
 
     def close(self) -> None: ...
 
@@ -125,6 +136,21 @@ class UdpPath(asyncio.DatagramProtocol):
             return []
         sockname = self._transport.get_extra_info("sockname")
         return [SocketAddr(sockname[0], sockname[1])]
+
+    def max_payload_size(self, addr: NetworkAddress) -> int | None:
+        # Linux reports the route's MTU on a connected socket (IP_MTU / IPV6_MTU, see ip(7),
+        # ipv6(7)); connecting a UDP socket sends nothing.
+        family = socket.AF_INET6 if len(addr) == 4 else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.connect(addr)
+                if family == socket.AF_INET6:
+                    mtu = probe.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU)
+                    mapped = str(addr[0]).startswith("::ffff:")
+                    return mtu - (IPV4_UDP_HEADERS_SIZE if mapped else IPV6_UDP_HEADERS_SIZE)
+                return probe.getsockopt(socket.IPPROTO_IP, IP_MTU) - IPV4_UDP_HEADERS_SIZE
+        except OSError:
+            return None
 
     def close(self) -> None:
         if self._transport is not None:

@@ -125,7 +125,8 @@ async def serve(args: argparse.Namespace) -> None:
     endpoint = Endpoint(key, handlers=handlers, registry=registry, bind_host=args.host, port=args.port,
                         idle_timeout_ms=args.idle_timeout_ms,
                         keepalive_interval_ms=min(5_000, args.idle_timeout_ms // 2),
-                        max_datagram_size_bytes=args.max_datagram_size)
+                        max_datagram_size_bytes=args.max_datagram_size,
+                        pmtu_probe=not args.no_pmtu_probe)
     await endpoint.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -154,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="plugin module whose protocol handlers to serve (default aspen_echo.hooks)")
     parser.add_argument("--idle-timeout-ms", type=int, default=DEFAULT_IDLE_TIMEOUT_MS)
     parser.add_argument("--max-datagram-size", type=int, default=DEFAULT_MAX_DATAGRAM_SIZE)
+    parser.add_argument("--no-pmtu-probe", action="store_true",
+                        help="keep --max-datagram-size; do not probe the path MTU")
     parser.add_argument("--ignore-stdin", action="store_true", help="do not stop when stdin closes")
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
     args = parser.parse_args(argv)
