@@ -666,6 +666,12 @@ class RaftCore:
             self._handle_append(msg)
         elif isinstance(msg, Heartbeat):
             self._heard_from_leader(msg.from_id)
+            last = self.log.last_index()
+            if msg.commit > last:
+                # The leader believes we hold entries we do not: our disk lost acknowledged
+                # entries. Say so, or the leader would never resend them.
+                self._msgs.append(HeartbeatResponse(self.id, msg.from_id, self.term, msg.read_ctx, True, last))
+                return
             self.log.commit_to(msg.commit)
             self._msgs.append(HeartbeatResponse(self.id, msg.from_id, self.term, msg.read_ctx))
         elif isinstance(msg, InstallSnapshot):
@@ -796,6 +802,14 @@ class RaftCore:
         if msg.read_ctx > pr.read_ack:
             pr.read_ack = msg.read_ctx
             self._release_reads()
+        if msg.lost_log and msg.last_index < pr.match:
+            # Outside Raft's model (a voter lost its disk): restart replication from what it has.
+            logger.warning("node=%d peer=%d lost acknowledged entries (match %d, has %d)",
+                           self.id, msg.from_id, pr.match, msg.last_index)
+            pr.match = msg.last_index
+            pr.become_probe()
+            self._flush_needed = True
+            return
         last = self.log.last_index()
         if pr.state is ProgressState.PROBE:
             pr.paused = False
@@ -824,8 +838,14 @@ class RaftCore:
             return
         if pr.state is not ProgressState.SNAPSHOT or snap is None or snap.meta.index != msg.meta_index:
             return
-        pr.snapshot_offset = min(msg.next_offset, len(snap.data))
-        self._send_snapshot_chunk(msg.from_id, pr)
+        offset = min(msg.next_offset, len(snap.data))
+        # One chunk in flight: only a response that moves us forward (or a restart from 0 by a
+        # follower that lost its partial copy) triggers the next chunk; duplicates and stale
+        # answers would otherwise fork parallel streams. Lost chunks are resent by the
+        # heartbeat timer from the acknowledged offset.
+        if offset > pr.snapshot_offset or (offset == 0 and pr.snapshot_offset != 0):
+            pr.snapshot_offset = offset
+            self._send_snapshot_chunk(msg.from_id, pr)
 
     def _broadcast_heartbeat(self, *, read_round: bool = False) -> None:
         ctx = self._reads.start_round() if read_round else self._reads.seq

@@ -101,12 +101,19 @@ class Heartbeat(msgspec.Struct, tag="hb", frozen=True, array_like=True):
 
 
 class HeartbeatResponse(msgspec.Struct, tag="hb_resp", frozen=True, array_like=True):
-    """Follower -> leader: echoes `read_ctx`, and reports its last index so a leader can resume."""
+    """Follower -> leader: echoes `read_ctx`.
+
+    `lost_log`: the heartbeat's commit (capped at what the leader believes we hold) is beyond our
+    last index, so we lost acknowledged entries (a wiped disk); `last_index` then tells the leader
+    where to resume replicating.
+    """
 
     from_id: int
     to_id: int
     term: int
     read_ctx: int = 0
+    lost_log: bool = False
+    last_index: int = 0
 
 
 class InstallSnapshot(msgspec.Struct, tag="snap", frozen=True, array_like=True):

@@ -70,7 +70,8 @@ def describe(m: RaftMessage) -> str:
         case Heartbeat():
             return f"{head} Heartbeat term={m.term} commit={m.commit} ctx={m.read_ctx}"
         case HeartbeatResponse():
-            return f"{head} HeartbeatResp term={m.term} ctx={m.read_ctx}"
+            lost = f" lost_log last={m.last_index}" if m.lost_log else ""
+            return f"{head} HeartbeatResp term={m.term} ctx={m.read_ctx}{lost}"
         case InstallSnapshot():
             done = " done" if m.done else ""
             return (f"{head} Snapshot term={m.term} meta={m.meta.term}/{m.meta.index} "
@@ -117,6 +118,7 @@ class Env:
         self.blocked: set[tuple[int, int]] = set()
         self.out: list[str] = []
         self.rng = random.Random(0)  # for lossy delivery only
+        self.bootstrap = Membership()
 
     def handle(self, command: str, args: list[str]) -> list[str]:
         handler: Callable[[list[str]], None] | None = getattr(self, "cmd_" + command.replace("-", "_"), None)
@@ -213,6 +215,7 @@ class Env:
         election = _ids(kw.get("election", "50,100"))
         members = voters + learners
         boot = Membership(frozenset(voters), frozenset(learners), {i: f"addr{i}" for i in members})
+        self.bootstrap = boot
         for i in range(1, n + 1):
             cfg = RaftConfig(
                 node_id=i,
@@ -445,10 +448,11 @@ class Env:
         self.queue = [m for m in self.queue if m.to_id != node.id]
 
     def cmd_wipe(self, args: list[str]) -> None:
-        """wipe ID — ID is down and its disk is empty (it restarts as a blank node)."""
+        """wipe ID — ID is down and its disk is empty; an operator re-initialises it with the
+        cluster's bootstrap configuration (as `aspen init` would)."""
         node = self.nodes[int(args[0])]
         node.core = None
-        node.storage.wipe()
+        node.storage.wipe(self.bootstrap)
         node.applied = []
         self.queue = [m for m in self.queue if m.to_id != node.id]
 
