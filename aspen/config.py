@@ -179,7 +179,7 @@ def _core_options() -> list[OptionSpec]:
                    env=("ASPEN_ENABLE_GOSSIP", "ASPEN_IROH_ENABLE_GOSSIP"), toml=("enable_gossip", "iroh.enable_gossip")),
         OptionSpec("ticket", "optstr", None, "cluster ticket (aspen...) to join with",
                    flags=("--ticket",), env=("ASPEN_TICKET", "ASPEN_IROH_GOSSIP_TICKET"),
-                   toml=("ticket", "iroh.gossip_ticket")),
+                   toml=("ticket", "iroh.gossip_ticket"), check=_check_ticket),
         OptionSpec("enable_mdns", "bool", True, "mDNS discovery",
                    flags=("--enable-mdns",), negative_flags=("--disable-mdns",),
                    env=("ASPEN_ENABLE_MDNS", "ASPEN_IROH_ENABLE_MDNS"), toml=("enable_mdns", "iroh.enable_mdns")),
@@ -226,6 +226,16 @@ def _check_secret_key_hex(value: object) -> None:
         bytes.fromhex(text)
     except ValueError:
         raise ValueError("not hex") from None
+
+
+def _check_ticket(value: object) -> None:
+    """A ticket must decode (prefix, base32, checksum, version, peers); the reason is named."""
+    from aspen.ticket import ClusterTicket, TicketError  # local: ticket imports errors/addr only
+
+    try:
+        ClusterTicket.decode(str(value))
+    except TicketError as exc:
+        raise ValueError(f"bad ticket ({exc.reason}): {exc}") from None
 
 
 def _check_peer_spec(value: object) -> None:

@@ -58,6 +58,14 @@ async def node_info(request: web.Request) -> web.Response:
     return web.json_response({"node_id": node.config.node_id, "endpoint_addr": addr})
 
 
+async def peers(request: web.Request) -> web.Response:
+    """The peer map: node id -> EndpointAddr and which source told us (read-only)."""
+    node = request.app[NODE_KEY]
+    entries = [{"node_id": e.node_id, "endpoint_addr": e.addr.to_json(), "source": e.source}
+               for e in node.context.peers.entries()]
+    return web.json_response({"node_id": node.config.node_id, "peers": entries})
+
+
 async def metrics(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     try:
@@ -75,6 +83,7 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/node-info", node_info)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/peers", peers)
     if node.cluster is not None:
         add_routes(app, node.cluster, node.registry, node.config.http_token)
     return app

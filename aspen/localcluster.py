@@ -61,6 +61,7 @@ class LocalNode:
     node_id: int
     data_dir: Path
     extra_args: tuple[str, ...] = ()
+    gossip: bool = False  # opt-in: nodes run with --disable-gossip unless asked
     proc: subprocess.Popen[bytes] | None = None
     ready: dict[str, Any] = field(default_factory=dict)
 
@@ -78,8 +79,8 @@ class LocalNode:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ASPEN_")}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "aspen", "run", "--node-id", str(self.node_id), "--data-dir", str(self.data_dir),
-             "--http-addr", "127.0.0.1:0", "--bind-host", "127.0.0.1", "--disable-mdns", "--disable-gossip",
-             *self.extra_args],
+             "--http-addr", "127.0.0.1:0", "--bind-host", "127.0.0.1", "--disable-mdns",
+             *(() if self.gossip else ("--disable-gossip",)), *self.extra_args],
             stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env)
         log.close()
 
@@ -120,10 +121,14 @@ class LocalNode:
 class LocalCluster:
     """N nodes under `base_dir`, ids 1..N. Use as a context manager."""
 
-    def __init__(self, base_dir: Path, size: int, *, extra_args: tuple[str, ...] = FAST_TIMING_ARGS) -> None:
+    def __init__(self, base_dir: Path, size: int, *, extra_args: tuple[str, ...] = FAST_TIMING_ARGS,
+                 gossip: bool = False) -> None:
+        """`gossip=True` starts nodes with gossip discovery on (default off, as before); pass a
+        ticket per node with `add_node(..., extra_args=(..., "--ticket", T))`."""
         self.base_dir = base_dir
+        self.gossip = gossip
         self.nodes: dict[int, LocalNode] = {
-            i: LocalNode(i, base_dir / f"node-{i}", extra_args) for i in range(1, size + 1)}
+            i: LocalNode(i, base_dir / f"node-{i}", extra_args, gossip) for i in range(1, size + 1)}
 
     def __enter__(self) -> LocalCluster:
         return self
@@ -131,8 +136,10 @@ class LocalCluster:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def add_node(self, node_id: int, extra_args: tuple[str, ...] = FAST_TIMING_ARGS) -> LocalNode:
-        node = self.nodes[node_id] = LocalNode(node_id, self.base_dir / f"node-{node_id}", extra_args)
+    def add_node(self, node_id: int, extra_args: tuple[str, ...] = FAST_TIMING_ARGS,
+                 gossip: bool | None = None) -> LocalNode:
+        node = self.nodes[node_id] = LocalNode(node_id, self.base_dir / f"node-{node_id}", extra_args,
+                                               self.gossip if gossip is None else gossip)
         return node
 
     def start(self, ids: list[int] | None = None) -> None:

@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from aspen import worker_messages as wm
 from aspen.addr import EndpointAddr
 from aspen.cluster import CLIENT_ALPN, ClusterService
+from aspen.cluster_secret import ClusterSecret
 from aspen.cluster_view import ClusterView
 from aspen.config import LoadedConfig, NodeConfig
 from aspen.errors import AspenError, ConfigError
@@ -65,6 +66,19 @@ def resolve_secret_key(config: NodeConfig, data_dir: Path) -> SecretKey:
     return load_or_create_key(data_dir)
 
 
+CLUSTER_SECRET_KEY = "cluster_secret"  # NodeContext.extensions: the ClusterSecret (gossip, raft-rpc)
+
+
+def resolve_cluster_secret(config: NodeConfig) -> ClusterSecret:
+    """The cluster secret: from `ticket` when given (its topic id and join key), else from
+    `cookie`. Raises TicketError (a ConfigError) for a bad ticket."""
+    if config.ticket:
+        from aspen.ticket import ClusterTicket
+
+        return ClusterTicket.decode(config.ticket).secret()
+    return ClusterSecret.from_cookie(config.cookie)
+
+
 def prepare_data_dir(config: NodeConfig) -> Path:
     data_dir = config.effective_data_dir()
     if not data_dir.parent.exists() and config.data_dir is not None:
@@ -88,6 +102,7 @@ class Node:
             config=self.config, secret_key=self.secret_key, node_id=self.config.node_id,
             data_dir=self.data_dir, peers=PeerMap(), metrics=self.registry,
             plugin_options=dict(self.config.plugin_options))
+        self.context.extensions[CLUSTER_SECRET_KEY] = resolve_cluster_secret(self.config)
         self.cluster_view = ClusterView(self.context.peers)
         self.raft_metrics = RaftMetricsCollector(self.config.node_id, self.secret_key.public().hex())
         self.registry.register(self.raft_metrics)

@@ -25,7 +25,9 @@ Every rejection is counted in `rejections` (reason -> count) for the adapter's m
 
 Timing (`Announcer`): at once when we get our first neighbor (swarm-wide), a one-hop
 announcement to neighbors whenever a new neighbor comes up, then swarm-wide every
-`interval_ms` (10 s, as the Rust Aspen and DESIGN.md say).
+`interval_ms` (10 s, as the Rust Aspen and DESIGN.md say). When an announcement from a node id
+we had not heard of is accepted (`on_new_peer`), the next swarm-wide one is moved forward (at
+most once per `reply_min_interval_ms`), so a newcomer learns the existing members at once.
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ from aspen.peers import PeerMap
 from aspen_gossip.messages import SCOPE_NEIGHBORS, SCOPE_SWARM
 
 ANNOUNCE_INTERVAL_MS = 10_000  # DESIGN.md and the Rust Aspen: every 10 s
+# A node that hears a node id for the first time announces itself swarm-wide again, so the
+# newcomer learns every member at once instead of one interval later (issue 6: all peer maps
+# full within 2 s), but at most this often: during a mass start each node re-announces at most
+# twice a second. guess: revisit for clusters of thousands.
+ANNOUNCE_REPLY_MIN_INTERVAL_MS = 500
 # guess: NTP-synced hosts agree within milliseconds; an unsynced laptop drifts seconds. One
 # announce interval of slack in the future direction.
 MAX_CLOCK_SKEW_MS = 10_000
@@ -181,12 +188,18 @@ class Announcer:
     the change, then `poll(now_ms)` (also at `next_deadline_ms()`); `poll` returns SCOPE_SWARM,
     SCOPE_NEIGHBORS or None, and the adapter broadcasts a freshly signed announcement with it."""
 
-    def __init__(self, interval_ms: int = ANNOUNCE_INTERVAL_MS) -> None:
+    def __init__(self, interval_ms: int = ANNOUNCE_INTERVAL_MS, *,
+                 reply_min_interval_ms: int = ANNOUNCE_REPLY_MIN_INTERVAL_MS) -> None:
         if interval_ms <= 0:
             raise ConfigError(f"announce_interval_ms must be > 0, got {interval_ms}",
                               key="announce_interval_ms", value=interval_ms)
+        if reply_min_interval_ms < 0:
+            raise ConfigError(f"reply_min_interval_ms must be >= 0, got {reply_min_interval_ms}",
+                              key="reply_min_interval_ms", value=reply_min_interval_ms)
         self.interval_ms = interval_ms
+        self.reply_min_interval_ms = reply_min_interval_ms
         self._next_swarm_ms: int | None = None  # None while we have no neighbor
+        self._last_swarm_ms: int | None = None
         self._neighbor_due = False
 
     def on_neighbor_up(self, now_ms: int, neighbor_count: int) -> None:
@@ -200,9 +213,18 @@ class Announcer:
             self._next_swarm_ms = None  # announce again, at once, when we are back
             self._neighbor_due = False
 
+    def on_new_peer(self, now_ms: int) -> None:
+        """An announcement of a node id we had not heard of was accepted: announce ourselves
+        swarm-wide soon (now, or `reply_min_interval_ms` after our last swarm-wide one)."""
+        if self._next_swarm_ms is None:
+            return  # no neighbor: we announce when we get one anyway
+        earliest_ms = now_ms if self._last_swarm_ms is None else self._last_swarm_ms + self.reply_min_interval_ms
+        self._next_swarm_ms = min(self._next_swarm_ms, max(now_ms, earliest_ms))
+
     def poll(self, now_ms: int) -> int | None:
         if self._next_swarm_ms is not None and now_ms >= self._next_swarm_ms:
             self._next_swarm_ms = now_ms + self.interval_ms
+            self._last_swarm_ms = now_ms
             self._neighbor_due = False  # the swarm-wide one reaches the new neighbor too
             return SCOPE_SWARM
         if self._neighbor_due:
@@ -216,7 +238,7 @@ class Announcer:
 
 __all__ = [
     "AnnouncementBody", "SignedAnnouncement", "sign_announcement", "AnnouncementVerifier", "Accepted",
-    "Rejected", "Verdict", "Announcer", "ANNOUNCE_INTERVAL_MS", "MAX_CLOCK_SKEW_MS",
+    "Rejected", "Verdict", "Announcer", "ANNOUNCE_INTERVAL_MS", "ANNOUNCE_REPLY_MIN_INTERVAL_MS", "MAX_CLOCK_SKEW_MS",
     "MAX_ANNOUNCEMENT_AGE_MS", "REASON_MALFORMED", "REASON_BAD_SIGNATURE", "REASON_OWN", "REASON_FUTURE",
     "REASON_STALE", "REASON_HIJACK", "REASON_REPLAYED",
 ]

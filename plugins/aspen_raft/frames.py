@@ -21,6 +21,18 @@ MAX_MESSAGES_PER_FRAME = 4096  # = MAX_RAFT_BATCH_MESSAGES of the worker protoco
 SMALL_FRAME_TARGET_SIZE = 256 * 1024
 
 
+AUTH_TAG_SIZE = 32  # aspen.cluster_secret.MEMBERSHIP_TAG_SIZE
+
+
+class RaftAuth(msgspec.Struct, tag="raft_auth", frozen=True, array_like=True):
+    """First frame of every raft-rpc stream, from the side that opened it: the keyed-blake3 tag
+    `ClusterSecret.membership_tag(opener, other side, PURPOSE_RAFT_RPC)`, proving that the
+    opener holds the cluster secret. Bound to both endpoint ids, so it cannot be replayed by
+    the receiver (or anyone) towards a third node; it travels inside the encrypted connection."""
+
+    tag: Annotated[bytes, msgspec.Meta(min_length=AUTH_TAG_SIZE, max_length=AUTH_TAG_SIZE)]
+
+
 class RaftFrame(msgspec.Struct, tag="raft_frame", frozen=True, array_like=True):
     from_node: int
     payloads: Annotated[list[bytes], msgspec.Meta(max_length=MAX_MESSAGES_PER_FRAME)]
@@ -28,6 +40,18 @@ class RaftFrame(msgspec.Struct, tag="raft_frame", frozen=True, array_like=True):
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(RaftFrame)
+_auth_decoder = msgspec.msgpack.Decoder(RaftAuth)
+
+
+def encode_auth(auth: RaftAuth) -> bytes:
+    return _encoder.encode(auth)
+
+
+def decode_auth(body: bytes) -> RaftAuth:
+    try:
+        return _auth_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise WireDecodeError(f"bad raft-rpc auth frame: {exc}") from None
 
 
 def encode_frame(frame: RaftFrame) -> bytes:

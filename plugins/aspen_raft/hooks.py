@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import aspen
+from aspen.cluster_secret import ClusterSecret
 from aspen.plugin_api import NodeContext, PeerConnection, PluginInfo, ProtocolHandler, Service
 
 from aspen_raft.frames import RAFT_ALPN
@@ -26,8 +27,11 @@ def _transport(node: NodeContext) -> RaftTransport:
             raise RuntimeError(f"no address for node {node_id}")
         return await node.endpoint.connect(addr, RAFT_ALPN)
 
+    secret = node.extensions.get("cluster_secret")  # set by aspen.node (from --ticket or the cookie)
+    if not isinstance(secret, ClusterSecret):
+        secret = ClusterSecret.from_cookie(node.config.cookie)
     transport = RaftTransport(node_id=node.node_id, view=cluster, deliver=worker.send, connect=connect,
-                              registry=node.metrics)
+                              registry=node.metrics, secret=secret, me=node.endpoint_id)
     worker.add_raft_sink(transport.send_batch)
     node.extensions[_KEY] = transport
     return transport
