@@ -541,8 +541,14 @@ class RaftCore:
                 self.progress[node] = pr
             else:
                 pr.is_learner = node in m.learners
+        config_pending = self._pending_conf_index > self.log.committed
         for node in [n for n in self.progress if n not in members]:
-            del self.progress[node]
+            if config_pending and node != self.id:
+                # Keep replicating to a node being removed until its removal commits, so it
+                # learns of it (else it would campaign with a stale config forever).
+                self.progress[node].is_learner = True
+            else:
+                del self.progress[node]
         if self.id not in self.progress:
             # A leader removing itself keeps replicating until the change commits (thesis §4.2.2).
             pr = Progress(next_index, is_learner=True)
@@ -607,7 +613,10 @@ class RaftCore:
         if index <= log.committed or log.term(index) != self.term:
             return False
         was_committed_in_term = log.term(log.committed) == self.term
+        config_was_pending = self._pending_conf_index > log.committed
         log.commit_to(index)
+        if config_was_pending and log.committed >= self._pending_conf_index:
+            self._sync_progress()  # drop the progress of nodes whose removal just committed
         self._flush_needed = True
         if not was_committed_in_term:
             for origin, rid in self._reads.take_waiting_for_commit():

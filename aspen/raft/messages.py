@@ -188,7 +188,7 @@ RaftMessage = (
 )
 
 _ENCODER = msgspec.msgpack.Encoder()
-_DECODER = msgspec.msgpack.Decoder(RaftMessage)  # type: ignore[arg-type]
+_DECODER: msgspec.msgpack.Decoder[RaftMessage] = msgspec.msgpack.Decoder(RaftMessage)
 
 
 def encode_message(message: RaftMessage) -> bytes:
