@@ -168,5 +168,14 @@ class MemoryStorage:
     def durable_hard_state(self) -> HardState:
         return self._durable_hs
 
+    def durable_term(self, index: int) -> int | None:
+        """Term of the durable entry at `index` (None: not durable, or folded into the snapshot)."""
+        durable = self._durable_ents
+        offset = durable[0].index
+        if index < offset:
+            return None
+        pos = index - offset
+        return durable[pos].term if pos < len(durable) else None
+
 
 __all__ = ["MemoryStorage"]

@@ -253,6 +253,8 @@ class RaftSimulation:
                 return
             if rd.must_sync:
                 storage.sync()
+            if rd.hard_state is not None and core.role is Role.LEADER:
+                self._check_commit_durable(node, rd.hard_state.commit)
             # 2. send
             for msg in rd.messages:
                 self.net.send(msg.from_id, msg.to_id, encode_message(msg), self.now_ms)
@@ -351,6 +353,20 @@ class RaftSimulation:
             if seen != record:
                 raise self._violation(f"log matching: node {node.id} entry {e.term}/{e.index} differs from another node's")
             prev_term = e.term
+
+    def _check_commit_durable(self, node: _Node, commit: int) -> None:
+        """Nothing committed is lost: a leader's commit index is durable on a quorum of voters."""
+        core = node.core
+        assert core is not None
+        term = core.log.term(commit)
+        if term is None or commit == 0:
+            return
+        voters = core.membership.voters
+        durable = sum(1 for v in voters if self.nodes[v].storage.durable_term(commit) == term
+                      or self.nodes[v].storage.snapshot().meta.index >= commit)
+        if durable < len(voters) // 2 + 1:
+            raise self._violation(
+                f"leader {node.id} committed {term}/{commit} but only {durable} of {sorted(voters)} hold it durably")
 
     def _check_leader_completeness(self, node: _Node) -> None:
         core = node.core
