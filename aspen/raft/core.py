@@ -25,6 +25,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from aspen.errors import LimitExceeded, UsageError
 from aspen.raft.config import APPEND_HEADROOM_SIZE, RaftConfig
 from aspen.raft.messages import (
@@ -124,6 +126,7 @@ class RaftCore:
         self._prev_hs = hs
         self._prev_soft = SoftState(NO_NODE, Role.FOLLOWER)
         self._outstanding: Ready | None = None
+        self.malformed_messages = 0  # remote garbage dropped (a metric for the worker)
 
     def _scan_configs(self, storage: RaftStorage, lo: int, last: int) -> None:
         while lo <= last:
@@ -702,6 +705,10 @@ class RaftCore:
             self._msgs.append(AppendEntriesResponse(self.id, msg.from_id, self.term, log.committed))
             return
         entries = msg.entries
+        if entries and not self._entries_well_formed(msg):
+            logger.warning("node=%d dropped malformed AppendEntries from %d", self.id, msg.from_id)
+            self.malformed_messages += 1
+            return
         if not log.match_term(msg.prev_index, msg.prev_term):
             hint_index = min(msg.prev_index, log.last_index())
             hint_index, hint_term = log.find_conflict_by_term(hint_index, msg.prev_term)
@@ -721,6 +728,24 @@ class RaftCore:
                 self._follower_appended(conflict, appended)
         log.commit_to(min(msg.leader_commit, last_new))
         self._msgs.append(AppendEntriesResponse(self.id, msg.from_id, self.term, last_new))
+
+    @staticmethod
+    def _entries_well_formed(msg: AppendEntries) -> bool:
+        """Remote garbage must not reach the log (STYLE §15): contiguous indexes after prev,
+        terms within the sender's, and CONFIG entries that decode to a valid Membership."""
+        entries = msg.entries
+        first, last = entries[0], entries[-1]
+        if first.index != msg.prev_index + 1 or last.index != msg.prev_index + len(entries):
+            return False
+        if first.term < msg.prev_term or last.term > msg.term:
+            return False
+        for e in entries:
+            if e.kind is EntryKind.CONFIG:
+                try:
+                    decode_membership(e.data).validate()
+                except (msgspec.DecodeError, ValueError):
+                    return False
+        return True
 
     def _handle_snapshot_chunk(self, msg: InstallSnapshot) -> None:
         meta = msg.meta

@@ -432,3 +432,18 @@ def test_decoder_enforces_bounds_and_rejects_garbage() -> None:
         decode_message(encode_message(too_many))
     with pytest.raises(WireDecodeError):
         decode_message(b"\x93garbage")
+
+
+def test_malformed_append_is_dropped_not_raised() -> None:
+    net = Net()
+    net.elect(1)
+    follower = net.cores[2]
+    before = net.storages[2].last_index()
+    gap = AppendEntries(1, 2, 1, 1, 1, [Entry(1, 5)], 1)  # index 5 right after prev 1
+    bad_conf = AppendEntries(1, 2, 1, 1, 1, [Entry(1, 2, EntryKind.CONFIG, b"\xc1garbage")], 1)
+    future_term = AppendEntries(1, 2, 1, 1, 1, [Entry(7, 2)], 1)
+    for msg in (gap, bad_conf, future_term):
+        follower.step(msg, 0)
+    net.drain(2)
+    assert follower.malformed_messages == 3
+    assert net.storages[2].last_index() == before
