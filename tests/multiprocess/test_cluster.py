@@ -253,3 +253,31 @@ def test_metrics_carry_the_rust_aspen_families(cluster3: LocalCluster) -> None:
         assert value(f'aspen_replication_lag{{follower_id="{f}",{n}}}') >= 0
     assert value("aspen_write_latency_seconds_count") >= 1
     assert any(line.startswith("aspen_node_info{") for line in lines)
+
+
+def test_cli_client_against_any_node(cluster3: LocalCluster) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASPEN_")}
+
+    def aspen(*args: str, node: int = 1) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "aspen", *args, "--node", cluster3.nodes[node].url],
+                              capture_output=True, text=True, env=env, timeout=60)
+
+    assert aspen("kv", "put", "cli/a", "1", node=2).stdout.strip() == "OK"
+    assert aspen("kv", "put", "cli/b", "2", node=3).returncode == 0
+    assert aspen("kv", "get", "cli/a", node=3).stdout.strip() == "1"
+    assert aspen("kv", "scan", "cli/").stdout.splitlines() == ["cli/a\t1", "cli/b\t2"]
+    failed = aspen("kv", "cas", "cli/a", "--expected", "9", "--new", "x")
+    assert failed.returncode == 1 and "FAILED" in failed.stdout
+    assert aspen("kv", "cas", "cli/a", "--expected", "1", "--new", "x").stdout.strip() == "OK"
+    assert aspen("kv", "delete", "cli/b", node=2).returncode == 0
+    missing = aspen("kv", "get", "cli/b")
+    assert missing.returncode == 1 and "not found" in missing.stderr
+    status = json.loads(aspen("cluster", "status", "--json", node=2).stdout)
+    assert status["voters"] == [1, 2, 3] and status["current_leader"] in (1, 2, 3)
+    human = aspen("cluster", "status", node=3).stdout
+    assert "voters [1, 2, 3]" in human
