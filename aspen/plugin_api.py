@@ -105,6 +105,11 @@ class PeerStream(Protocol):
         """End our sending side cleanly (FIN) without another frame; idempotent."""
         ...
 
+    @property
+    def is_at_eof(self) -> bool:
+        """The peer ended its side and every frame has been read (a reply may carry our FIN)."""
+        ...
+
     def reset(self, error_code: int = 0) -> None: ...
 
 

@@ -33,6 +33,7 @@ import hashlib
 import hmac
 
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.congestion.base import K_INITIAL_WINDOW
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
 from aioquic.quic.packet import QuicFrameType
 from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
@@ -252,6 +253,13 @@ class AspenQuicConnection(QuicConnection):
         congestion = self._loss._cc
         if hasattr(congestion, "_max_datagram_size"):
             congestion._max_datagram_size = size
+        # RFC 9002 §7.2: "If the maximum datagram size changes during the connection, the
+        # initial congestion window SHOULD be recalculated with the new size" — with aioquic's
+        # own formula (K_INITIAL_WINDOW packets), while still in slow start. Without it a
+        # 65000-byte path starts below one packet and needs ~6 more round trips to fill.
+        initial_window = K_INITIAL_WINDOW * size
+        if congestion.ssthresh is None and congestion.congestion_window < initial_window:
+            congestion.congestion_window = initial_window
 
     # what Aspen reads -----------------------------------------------------------------------
 

@@ -111,6 +111,12 @@ class QuicPeerStream:
     # the PeerStream API -----------------------------------------------------------------------
 
     @property
+    def is_at_eof(self) -> bool:
+        """True when the peer ended its side and every frame has been read: a reply written now
+        can carry our FIN too (one packet instead of two)."""
+        return self._recv_done and not self._frames and self._error is None
+
+    @property
     def peak_buffered_bytes(self) -> int:
         """Most bytes ever held for one incomplete frame (proves oversize refusal buffered nothing)."""
         return self._decoder.peak_buffered_bytes

@@ -35,7 +35,11 @@ class EchoHandler:
                     await stream.finish()
                     return
                 try:
-                    await stream.write_frame(body)
+                    # The usual RPC shape (one frame, then FIN): end our side with the reply.
+                    last = stream.is_at_eof
+                    await stream.write_frame(body, end_stream=last)
+                    if last:
+                        return
                 except AspenError:
                     # A receive-only (unidirectional) stream: drain it, nothing to answer.
                     continue
