@@ -28,6 +28,7 @@ CORE_MODULES = [
     "aspen/raft/progress.py",
     "aspen/raft/read_only.py",
     "aspen/raft/core.py",
+    "aspen/raft/leader.py",
     "aspen/raft/memory_storage.py",
     "aspen/raft/kv.py",  # the state machine is pure too (deterministic apply)
 ]
