@@ -21,10 +21,18 @@ Modules (all sans-IO: time comes in as ``now_ms``, randomness as a ``random.Rand
 - ``config.GossipConfig``: tunables; defaults are named constants with their sources.
 - ``sim``: the seeded discrete-event simulator (``perf/gossip_sim.py``, tests).
 
-Hooks: none yet. The asyncio adapter and ``hooks.py`` (a protocol handler for the gossip ALPN and
-a discovery source) come later; they only execute the core's outputs (see ``topic``).
+Adapters (asyncio): ``service.GossipService`` (the ``/aspen-gossip/1`` protocol handler: streams,
+dials, timers, bounded subscriber queues; executes the core's outputs, see ``topic``) and
+``discovery.GossipDiscovery`` (announces this node, verifies others' announcements into the peer
+map, rejoins while alone, mints cluster tickets).
 
-Config keys ([plugin.gossip], mirroring ``GossipConfig``): active_view_capacity,
+Hooks (``hooks.py``): aspen_plugin_info, aspen_config_options, aspen_protocol_handlers,
+aspen_discovery_sources; all return nothing when ``enable_gossip`` is false. The node's
+``extensions["cluster_ticket"]`` provider serves ``GET /cluster-ticket``.
+
+Config keys exposed by the hooks (``[plugin.gossip]`` / ``--gossip-KEY`` / ``ASPEN_GOSSIP_KEY``):
+max_message_size, announce_interval_ms, active_view_capacity, passive_view_capacity,
+shuffle_interval_ms. ``GossipConfig`` itself has more tunables: active_view_capacity,
 passive_view_capacity, active_random_walk_length, passive_random_walk_length,
 shuffle_random_walk_length, shuffle_active_view_count, shuffle_passive_view_count,
 shuffle_interval_ms, active_refresh_probability, neighbor_request_timeout_ms, join_timeout_ms,

@@ -204,7 +204,7 @@ class Subscription:
 class _Link:
     """Our sending side towards one peer for one topic: a queue and the task that writes it."""
 
-    __slots__ = ("peer", "queue", "wake", "finish_requested", "task", "stream")
+    __slots__ = ("peer", "queue", "wake", "finish_requested", "task", "stream", "conn")
 
     def __init__(self, peer: PeerId) -> None:
         self.peer = peer
@@ -213,6 +213,7 @@ class _Link:
         self.finish_requested = False
         self.task: asyncio.Task[None] | None = None
         self.stream: PeerStream | None = None
+        self.conn: PeerConnection | None = None  # the connection `stream` lives on
 
 
 class _TopicState:
@@ -518,7 +519,7 @@ class GossipService:
                 if not link.queue:
                     if link.finish_requested or self._stopping:
                         if link.stream is not None:
-                            stream, link.stream = link.stream, None
+                            stream, link.stream, link.conn = link.stream, None, None
                             await stream.finish()
                         if link.queue:
                             continue  # queued while finishing: go on, on a fresh stream
@@ -537,7 +538,7 @@ class GossipService:
                         self._link_failed(state, link, DialFailed(peer, _reason(exc)))
                         return
                     stream = await conn.open_stream(unidirectional=True)
-                    link.stream = stream
+                    link.stream, link.conn = stream, conn
                     await asyncio.wait_for(stream.write_frame(encode_frame(StreamHeader(topic.topic_id))),
                                            SEND_TIMEOUT_MS / 1000)
                 body = link.queue.popleft()
@@ -613,6 +614,10 @@ class GossipService:
                 del self._conns[peer]
         if self._stopping:
             return
+        for state in self._topics.values():
+            link = state.links.get(peer)
+            if link is not None and link.conn is conn:
+                link.stream = link.conn = None  # the next frame goes out on a fresh connection
         others = [c for c in self._served if c.remote_id.raw == peer and getattr(c, "is_usable", True)]
         if not others:
             for state in list(self._topics.values()):
