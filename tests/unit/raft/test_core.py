@@ -447,3 +447,12 @@ def test_malformed_append_is_dropped_not_raised() -> None:
     net.drain(2)
     assert follower.malformed_messages == 3
     assert net.storages[2].last_index() == before
+
+
+def test_memory_storage_satisfies_the_storage_protocol() -> None:
+    from aspen.raft.types import RaftStorage
+
+    storage: RaftStorage = MemoryStorage(members(1))  # mypy checks the structure
+    for name in ("initial_state", "first_index", "last_index", "term", "entries", "snapshot",
+                 "apply_snapshot", "append", "set_hard_state", "sync", "create_snapshot", "compact"):
+        assert callable(getattr(storage, name))
