@@ -17,6 +17,9 @@ from aspen.wire import MAX_RPC_MESSAGE_SIZE
 
 # Room for everything in an AppendEntries but the entries (ids, terms, list header): generous.
 APPEND_HEADROOM_SIZE = 64 * 1024
+# Upper bound on AppendEntries in flight per follower (pipelining): etcd's MaxInflightMsgs
+# default, 256. With max_append_size_bytes this bounds the bytes a leader has outstanding.
+MAX_INFLIGHT_APPENDS = 256
 
 
 class RaftConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -68,8 +71,8 @@ class RaftConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise bad("max_entries_per_append", f"must be in 1..{MAX_ENTRIES_PER_APPEND}")
         if not 1 <= self.max_append_size_bytes <= MAX_RPC_MESSAGE_SIZE - APPEND_HEADROOM_SIZE:
             raise bad("max_append_size_bytes", "must fit one RPC message (MAX_RPC_MESSAGE_SIZE)")
-        if self.max_inflight_appends < 1:
-            raise bad("max_inflight_appends", "must be >= 1")
+        if not 1 <= self.max_inflight_appends <= MAX_INFLIGHT_APPENDS:
+            raise bad("max_inflight_appends", f"must be in 1..{MAX_INFLIGHT_APPENDS}")
         if self.max_apply_size_bytes < 1:
             raise bad("max_apply_size_bytes", "must be >= 1")
         if self.snapshot_interval_entries < 0:
@@ -82,4 +85,4 @@ class RaftConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise bad("max_learner_lag_entries", "must be >= 0")
 
 
-__all__ = ["RaftConfig", "APPEND_HEADROOM_SIZE"]
+__all__ = ["RaftConfig", "APPEND_HEADROOM_SIZE", "MAX_INFLIGHT_APPENDS"]

@@ -106,6 +106,7 @@ class Net:
         ({"max_entries_per_append": MAX_ENTRIES_PER_APPEND + 1}, "max_entries_per_append"),
         ({"max_append_size_bytes": 11 * 1024 * 1024}, "max_append_size_bytes"),
         ({"snapshot_chunk_size_bytes": 0}, "snapshot_chunk_size_bytes"),
+        ({"max_inflight_appends": 257}, "max_inflight_appends"),
     ],
 )
 def test_config_rejects_nonsense(fields: dict[str, int], key: str) -> None:
