@@ -97,7 +97,10 @@ class RaftCore(LeaderMixin):
         self._storage = storage
         hs, base_membership = storage.initial_state()
         self.log = RaftLog(storage)
-        snap_index = storage.first_index() - 1
+        # The snapshot may be ahead of the compaction point (trailing entries are kept behind
+        # it): the state machine restarts from the snapshot, so applied starts there.
+        snap_index = storage.snapshot().meta.index
+        self.log.restart_at(snap_index)
         self._configs: list[tuple[int, Membership]] = [(snap_index, base_membership)]
         self._scan_configs(storage, snap_index + 1, storage.last_index())
         self.membership = self._configs[-1][1]

@@ -30,10 +30,15 @@ class RaftLog:
         self._unstable: list[Entry] = []
         self._offset = storage.last_index() + 1
         self._snapshot: Snapshot | None = None
-        first = storage.first_index()
-        # After a restart the state machine is rebuilt from the snapshot (etcd Config.Applied).
-        self.committed = first - 1
-        self.applied = first - 1
+        # After a restart the state machine is rebuilt from the snapshot (etcd Config.Applied):
+        # the owner calls restart_at(snapshot index).
+        self.committed = storage.first_index() - 1
+        self.applied = self.committed
+
+    def restart_at(self, snapshot_index: int) -> None:
+        """Commit and applied start at the durable snapshot (it may be past the compaction point)."""
+        self.committed = max(self.committed, snapshot_index)
+        self.applied = max(self.applied, snapshot_index)
 
     # -- positions --
 

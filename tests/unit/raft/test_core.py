@@ -457,3 +457,17 @@ def test_memory_storage_satisfies_the_storage_protocol() -> None:
     for name in ("initial_state", "first_index", "last_index", "term", "entries", "snapshot",
                  "apply_snapshot", "append", "set_hard_state", "sync", "create_snapshot", "compact"):
         assert callable(getattr(storage, name))
+
+
+def test_restart_resumes_applying_after_the_snapshot_not_the_compaction_point() -> None:
+    """Found by the simulator (seed 1538): with trailing entries kept behind a snapshot, the
+    state machine restarts from the snapshot, so `applied` must start at its index."""
+    st = MemoryStorage(members(1, 2, 3))
+    st.append([Entry(1, i) for i in range(1, 6)])
+    st.set_hard_state(HardState(1, 1, 2))  # the durable commit may lag the snapshot
+    st.sync()
+    st.create_snapshot(Snapshot(SnapshotMeta(4, 1, members(1, 2, 3)), b"sm@4"))
+    st.compact(2)
+    core = RaftCore(Net.config(1), st, rng=random.Random(0))
+    assert (core.applied_index, core.commit_index) == (4, 4)
+    assert core.log.first_index() == 3
