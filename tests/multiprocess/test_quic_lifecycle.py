@@ -12,7 +12,7 @@ from aspen.errors import ConfigError, UsageError
 from aspen.identity import SecretKey
 from aspen.plugin_api import PeerConnection
 from aspen.quic import ConnectionLostError, Endpoint
-from aspen.quic.ping import ping
+from aspen.quic.ping import cmd_ping, ping
 from tests.multiprocess.quic_helpers import ECHO_ALPN, QuicServerProcess, run
 
 pytestmark = pytest.mark.multiprocess
@@ -91,3 +91,15 @@ def test_ping_measures_round_trips() -> None:
         assert stats.sent == 3 and stats.received == 3 and not stats.errors
         assert seen == [0, 1, 2]
         assert stats.handshake_ms > 0 and stats.min_ms > 0
+
+
+def test_ping_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with QuicServerProcess(SecretKey.generate()) as server:
+        target = f"{server.key.public().hex()}@127.0.0.1:{server.port}"
+        assert cmd_ping([target, "-c", "2", "-i", "0"]) == 0
+        out = capsys.readouterr().out
+        assert "seq=1" in out and "2 sent, 2 received, 0% loss" in out
+        # Someone else's key at that address: the handshake fails, exit status 1.
+        impostor = f"{SecretKey.generate().public().hex()}@127.0.0.1:{server.port}"
+        assert cmd_ping([impostor, "-c", "1", "--timeout-ms", "3000"]) == 1
+    assert cmd_ping(["not-a-target"]) == 2
