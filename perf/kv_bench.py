@@ -522,7 +522,9 @@ def main() -> int:
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
-    # SIGTERM unwinds like Ctrl-C, so the finally below stops every process.
+    # SIGTERM unwinds like Ctrl-C, so the finally below stops every process. SIGINT is reset
+    # too: a shell starts background jobs with it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         import uvloop
