@@ -117,6 +117,7 @@ class AspenQuicConnection(QuicConnection):
         self._pmtu_probe_sent_at = 0.0
         self._pmtu_probe_is_padded = False
         self._pmtu_in_probe = False
+        self._use_long_stream_frames()
 
     # aioquic hooks --------------------------------------------------------------------------
 
@@ -130,11 +131,17 @@ class AspenQuicConnection(QuicConnection):
             if not cid.was_sent and cid.stateless_reset_token is not None:
                 cid.stateless_reset_token = stateless_reset_token(self._aspen_reset_key, cid.cid)
 
-    def _write_stream_frame(self, builder: QuicPacketBuilder, space: QuicPacketSpace,
-                            stream: QuicStream, max_offset: int) -> int:
+    def _use_long_stream_frames(self) -> None:
+        # An instance attribute shadows the class's method: connections whose datagrams can
+        # never hold a 16 KiB frame keep calling aioquic's own method, at no extra cost.
+        if self._max_datagram_size > MAX_2_BYTE_VARINT:
+            self._write_stream_frame = self._write_long_stream_frame  # type: ignore[method-assign]
+
+    def _write_long_stream_frame(self, builder: QuicPacketBuilder, space: QuicPacketSpace,
+                                 stream: QuicStream, max_offset: int) -> int:
         if builder.remaining_flight_space <= MAX_2_BYTE_VARINT:
-            return super()._write_stream_frame(builder, space, stream, max_offset)
-        # Same as aioquic's, with a 4-byte length (see the module docstring).
+            return QuicConnection._write_stream_frame(self, builder, space, stream, max_offset)
+        # Same as aioquic's _write_stream_frame, with a 4-byte length (module docstring).
         next_offset = stream.sender.next_offset
         frame_overhead = 5 + _size_uint_var(stream.stream_id) + (
             _size_uint_var(next_offset) if next_offset else 0)
@@ -190,6 +197,7 @@ class AspenQuicConnection(QuicConnection):
         self._pmtu_probe_is_padded = False
         self._ping_pending.append(uid)
         self._max_datagram_size = size  # the builder of this one call makes probe-sized datagrams
+        self._use_long_stream_frames()  # a probe may carry a long frame too
         # Room for exactly one probe-sized datagram: data must not ride at an unproven size.
         congestion = self._loss._cc
         saved_window = congestion.congestion_window
@@ -249,6 +257,7 @@ class AspenQuicConnection(QuicConnection):
     def _set_max_datagram_size(self, size: int) -> None:
         # Every component that sized itself from the configuration at construction.
         self._max_datagram_size = size
+        self._use_long_stream_frames()
         self._loss._pacer._max_datagram_size = size
         congestion = self._loss._cc
         if hasattr(congestion, "_max_datagram_size"):

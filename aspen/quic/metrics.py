@@ -57,10 +57,18 @@ class QuicMetrics:
             self.handshake_failures.labels(reason=reason)
         for reason in FRAME_REJECT_REASONS:
             self.frames_rejected.labels(reason=reason)
+        self._rpc_latency_by_alpn: dict[str, Histogram] = {}
         io = self._io
         # Bound methods of the collector: the hot path calls these per datagram.
         self.count_in = io.count_in
         self.count_out = io.count_out
+
+    def rpc_latency_for(self, alpn: str) -> Histogram:
+        """The latency histogram child of `alpn` (cached: labels() costs a lock and a lookup)."""
+        child = self._rpc_latency_by_alpn.get(alpn)
+        if child is None:
+            child = self._rpc_latency_by_alpn[alpn] = self.rpc_latency.labels(alpn=alpn)
+        return child
 
     @property
     def bytes_in(self) -> int:

@@ -30,6 +30,7 @@ from aspen.errors import LimitExceeded, UsageError, WireDecodeError
 from aspen.identity import EndpointId
 from aspen.quic.connection import AspenQuicConnection
 from aspen.quic.errors import (
+    APP_ERROR_CANCELLED,
     APP_ERROR_FRAME_TOO_LARGE,
     APP_ERROR_MALFORMED_FRAME,
     APP_ERROR_RECEIVE_BUFFER_FULL,
@@ -90,7 +91,7 @@ class QuicPeerStream:
 
     __slots__ = ("_conn", "stream_id", "_can_read", "_can_write", "_decoder", "_frames",
                  "_frames_bytes", "_recv_done", "_send_done", "_error", "_waiter", "_released",
-                 "_on_done")
+                 "_on_done", "_has_sent")
 
     def __init__(self, conn: QuicPeerConnection, stream_id: int, *, can_read: bool,
                  can_write: bool, on_done: Callable[[QuicPeerStream], None] | None) -> None:
@@ -107,6 +108,7 @@ class QuicPeerStream:
         self._waiter: asyncio.Future[None] | None = None
         self._released = False
         self._on_done = on_done
+        self._has_sent = False  # no backlog is possible before the first write
 
     # the PeerStream API -----------------------------------------------------------------------
 
@@ -161,7 +163,7 @@ class QuicPeerStream:
         header, body = encode_frame_parts(body)
         self._check_writable()
         conn = self._conn
-        if conn.quic.has_stream_send_backlog(self.stream_id, MAX_STREAM_SEND_BACKLOG_SIZE):
+        if self._has_sent and conn.quic.has_stream_send_backlog(self.stream_id, MAX_STREAM_SEND_BACKLOG_SIZE):
             await conn._wait_send_capacity(self.stream_id, timeout_ms)
             self._check_writable()
         quic = conn.quic
@@ -170,6 +172,7 @@ class QuicPeerStream:
         else:  # avoid copying a large body just to prepend 4 bytes
             quic.send_stream_data(self.stream_id, header)
             quic.send_stream_data(self.stream_id, body, end_stream)
+        self._has_sent = True
         if end_stream:
             self._send_done = True
             self._maybe_release()
@@ -187,6 +190,10 @@ class QuicPeerStream:
     def reset(self, error_code: int = 0) -> None:
         """Abort both directions: RESET_STREAM for what we send, STOP_SENDING for what we read."""
         self._abort(error_code, UsageError(f"stream {self.stream_id} was reset locally"))
+
+    def _expire(self, what: str, timeout_ms: int) -> None:
+        """A deadline passed (timer callback): reset the stream; readers get QuicTimeoutError."""
+        self._abort(APP_ERROR_CANCELLED, QuicTimeoutError(what, timeout_ms))
 
     # fed by QuicPeerConnection.process_events -------------------------------------------------
 

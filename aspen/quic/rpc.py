@@ -38,6 +38,8 @@ async def call(conn: PeerConnection, body: bytes, *, timeout_ms: int = DEFAULT_R
     (the stream is reset), ConnectionLostError, StreamResetError, PeerProtocolError (the peer
     ended the stream without replying), or the frame errors of `read_frame`.
     """
+    if isinstance(conn, QuicPeerConnection) and not conn._open_slots.locked():
+        return await _call_fast(conn, body, timeout_ms)
     stream = None
     try:
         async with asyncio.timeout(timeout_ms / 1000):
@@ -52,6 +54,25 @@ async def call(conn: PeerConnection, body: bytes, *, timeout_ms: int = DEFAULT_R
         if stream is not None:
             stream.reset(APP_ERROR_CANCELLED)  # release the stream slot
         raise
+    if reply is None:
+        raise PeerProtocolError("peer ended the stream without a reply")
+    return reply
+
+
+async def _call_fast(conn: QuicPeerConnection, body: bytes, timeout_ms: int) -> bytes:
+    """`call` when a stream slot is free: the deadline is one timer that fails the stream
+    (asyncio.timeout costs a Timeout object, a task lookup and a reschedule per call; profiled
+    at ~5% of a small RPC's client CPU)."""
+    stream = await conn.open_stream()  # a slot is free: returns without waiting
+    timer = conn._loop.call_later(timeout_ms / 1000, stream._expire, "rpc", timeout_ms)
+    try:
+        await stream.write_frame(body, end_stream=True)
+        reply = await stream.read_frame()
+    except (asyncio.CancelledError, LimitExceeded):
+        stream.reset(APP_ERROR_CANCELLED)
+        raise
+    finally:
+        timer.cancel()
     if reply is None:
         raise PeerProtocolError("peer ended the stream without a reply")
     return reply

@@ -103,3 +103,37 @@ def test_ping_command_line(capsys: pytest.CaptureFixture[str]) -> None:
         impostor = f"{SecretKey.generate().public().hex()}@127.0.0.1:{server.port}"
         assert cmd_ping([impostor, "-c", "1", "--timeout-ms", "3000"]) == 1
     assert cmd_ping(["not-a-target"]) == 2
+
+
+class SilentHandler:
+    """Reads requests and never answers (to test RPC timeouts)."""
+
+    alpn = "silent/1"
+
+    async def handle_connection(self, conn: PeerConnection) -> None:
+        held = []
+        while (stream := await conn.accept_stream()) is not None:
+            held.append(stream)
+
+
+def test_rpc_times_out_and_the_connection_carries_on() -> None:
+    async def main() -> None:
+        from aspen.quic import QuicTimeoutError
+        from aspen_echo.handler import EchoHandler
+
+        server = Endpoint(SecretKey.generate(), registry=CollectorRegistry(),
+                          handlers={"silent/1": SilentHandler(), ECHO_ALPN: EchoHandler()})
+        client = Endpoint(SecretKey.generate(), registry=CollectorRegistry())
+        await server.start()
+        await client.start()
+        try:
+            addr = server.endpoint_addr("127.0.0.1")
+            with pytest.raises(QuicTimeoutError):
+                await client.rpc(addr, "silent/1", b"anyone?", timeout_ms=300)
+            conn = await client.connect(addr, "silent/1")
+            assert conn.is_usable and conn.open_stream_count == 0  # the stream was released
+            assert await client.rpc(addr, ECHO_ALPN, b"echo", timeout_ms=5_000) == b"echo"
+        finally:
+            await client.stop()
+            await server.stop()
+    run(main)
