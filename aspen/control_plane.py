@@ -72,6 +72,7 @@ class ClusterApi(Protocol):
 
 class ControlPlaneMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        self._request_children: dict[tuple[str, int], Any] = {}
         self.bad_requests = Counter("aspen_http_bad_requests", "rejected HTTP requests by reason",
                                     ["reason"], registry=registry)
         self.requests = Counter("aspen_http_requests", "HTTP requests by route and status",
@@ -81,14 +82,27 @@ class ControlPlaneMetrics:
         self.read_latency = Histogram("aspen_read_latency_seconds", "client read latency",
                                       buckets=LATENCY_BUCKETS_S, registry=registry)
 
+    def count_request(self, route: str, status: int) -> None:
+        # labels() hashes and locks on every call; the (route, status) set is small and fixed.
+        key = (route, status)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self.requests.labels(route, str(status))
+        child.inc()
+
 
 API_KEY: web.AppKey[ClusterApi] = web.AppKey("cluster_api")
 METRICS_KEY: web.AppKey[ControlPlaneMetrics] = web.AppKey("cp_metrics")
 TOKEN_KEY: web.AppKey[str | None] = web.AppKey("http_token")
 
 
+def json_response(obj: object, status: int = 200) -> web.Response:
+    """A JSON response encoded by msgspec (several times faster than the stdlib json aiohttp uses)."""
+    return web.Response(body=msgspec.json.encode(obj), status=status, content_type="application/json")
+
+
 def error_response(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+    return json_response({"error": message}, status=status)
 
 
 async def decode_body(request: web.Request, typ: type[T]) -> T:
@@ -99,15 +113,13 @@ async def decode_body(request: web.Request, typ: type[T]) -> T:
         raise ApiError(415, f"Content-Type must be application/json, got {request.content_type or 'none'!r}")
     raw = await request.read()
     try:
-        obj = msgspec.json.decode(raw)
+        return msgspec.json.decode(raw, type=typ)  # one pass: parse and validate together
+    except msgspec.ValidationError as exc:  # well-formed JSON of the wrong shape
+        metrics.bad_requests.labels("wrong_shape").inc()
+        raise ApiError(422, f"invalid request body: {exc}") from None
     except msgspec.DecodeError as exc:
         metrics.bad_requests.labels("malformed_json").inc()
         raise ApiError(400, f"malformed JSON: {exc}") from None
-    try:
-        return msgspec.convert(obj, typ)
-    except msgspec.ValidationError as exc:
-        metrics.bad_requests.labels("wrong_shape").inc()
-        raise ApiError(422, f"invalid request body: {exc}") from None
 
 
 def to_kv_command(body: t.WriteCommandBody) -> kv.KvCommand:
@@ -145,7 +157,7 @@ async def errors_and_auth(request: web.Request,
         if exc.status == 413:
             metrics.bad_requests.labels("too_large").inc()
         response = error_response(exc.status, exc.reason)
-    metrics.requests.labels(route, str(response.status)).inc()
+    metrics.count_request(route, response.status)
     return response
 
 
@@ -157,24 +169,24 @@ async def init(request: web.Request) -> web.Response:
     body = await decode_body(request, t.InitRequest)
     if not body.initial_members:
         raise ApiError(400, "initial_members must not be empty")
-    return web.json_response(await _api(request).init(body.initial_members))
+    return json_response(await _api(request).init(body.initial_members))
 
 
 async def add_learner(request: web.Request) -> web.Response:
     body = await decode_body(request, t.AddLearnerRequest)
-    return web.json_response(await _api(request).add_learner(body.learner))
+    return json_response(await _api(request).add_learner(body.learner))
 
 
 async def change_membership(request: web.Request) -> web.Response:
     body = await decode_body(request, t.ChangeMembershipRequest)
     if not body.members:
         raise ApiError(400, "members must not be empty")
-    return web.json_response(await _api(request).change_membership(body.members))
+    return json_response(await _api(request).change_membership(body.members))
 
 
 async def promote_learner(request: web.Request) -> web.Response:
     body = await decode_body(request, t.PromoteLearnerRequest)
-    return web.json_response(await _api(request).promote_learner(body))
+    return json_response(await _api(request).promote_learner(body))
 
 
 async def add_peer(request: web.Request) -> web.Response:
@@ -212,7 +224,7 @@ async def write(request: web.Request) -> web.Response:
     started = time.perf_counter()
     result = await _api(request).write(command)
     request.app[METRICS_KEY].write_latency.observe(time.perf_counter() - started)
-    return web.json_response(_result_json(msgspec.to_builtins(body.command), result))
+    return json_response(_result_json(msgspec.to_builtins(body.command), result))
 
 
 async def read(request: web.Request) -> web.Response:
@@ -223,7 +235,7 @@ async def read(request: web.Request) -> web.Response:
     assert isinstance(result, kv.GetResult)
     if result.value is None:
         raise ApiError(404, f"key '{body.key}' not found")
-    return web.json_response({"key": body.key, "value": result.value})
+    return json_response({"key": body.key, "value": result.value})
 
 
 async def scan(request: web.Request) -> web.Response:
@@ -231,23 +243,23 @@ async def scan(request: web.Request) -> web.Response:
     result = await _api(request).read(kv.Scan(body.prefix, body.limit, body.after),
                                       linearizable=body.consistency == "linearizable")
     assert isinstance(result, kv.ScanResult)
-    return web.json_response({"pairs": [[k, v] for k, v in result.pairs], "next_after": result.next_after})
+    return json_response({"pairs": [[k, v] for k, v in result.pairs], "next_after": result.next_after})
 
 
 async def raft_metrics(request: web.Request) -> web.Response:
-    return web.json_response(await _api(request).raft_metrics())
+    return json_response(await _api(request).raft_metrics())
 
 
 async def leader(request: web.Request) -> web.Response:
-    return web.json_response({"leader": await _api(request).leader()})
+    return json_response({"leader": await _api(request).leader()})
 
 
 async def trigger_snapshot(request: web.Request) -> web.Response:
-    return web.json_response({"snapshot": await _api(request).trigger_snapshot()})
+    return json_response({"snapshot": await _api(request).trigger_snapshot()})
 
 
 async def cluster_ticket(request: web.Request) -> web.Response:
-    return web.json_response(await _api(request).cluster_ticket())
+    return json_response(await _api(request).cluster_ticket())
 
 
 ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.Response]], type | None, str]] = [
@@ -308,4 +320,4 @@ def openapi_document() -> dict[str, Any]:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document())
+    return json_response(openapi_document())

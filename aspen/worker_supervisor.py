@@ -120,27 +120,33 @@ class WorkerSupervisor:
 
     async def _read_replies(self, outbox: Ring) -> None:
         while True:
-            data = await outbox.get()
-            try:
-                message = wm.decode_from_worker(data)
-            except AspenError as exc:
-                logger.error("undecodable message from worker: %s", exc)
-                continue
-            if isinstance(message, wm.Ready):
-                if self._ready is not None and not self._ready.done():
-                    self._ready.set_result(message)
-                continue
-            request_id = getattr(message, "request_id", None)
-            if request_id is None:
-                if self.on_unsolicited is not None:
-                    try:
-                        self.on_unsolicited(message)
-                    except Exception:  # one bad consumer must not stop the reply stream
-                        logger.exception("handling %s from the worker failed", type(message).__name__)
-                continue
-            future = self._pending.pop(request_id, None)
-            if future is not None and not future.done():
-                future.set_result(message)
+            # One wake-up per burst, not per message: a pump answers many requests at once.
+            for data in await outbox.get_many():
+                self._dispatch(data)
+
+    def _dispatch(self, data: bytes) -> None:
+        """Decode one message from the worker and hand it to its waiter or consumer."""
+        try:
+            message = wm.decode_from_worker(data)
+        except AspenError as exc:
+            logger.error("undecodable message from worker: %s", exc)
+            return
+        if isinstance(message, wm.Ready):
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result(message)
+            return
+        request_id = getattr(message, "request_id", None)
+        if request_id is None:
+            if self.on_unsolicited is not None:
+                try:
+                    self.on_unsolicited(message)
+                except Exception:  # one bad consumer must not stop the reply stream
+                    logger.exception("handling %s from the worker failed", type(message).__name__)
+            return
+        future = self._pending.pop(request_id, None)
+        if future is not None and not future.done():
+            future.set_result(message)
+
 
     def _on_exit(self) -> None:
         loop = asyncio.get_running_loop()
