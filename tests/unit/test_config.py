@@ -8,10 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from aspen.cluster_secret import ClusterSecret
 from aspen.config import DEFAULT_HTTP_ADDR, build_config, split_peer_list
 from aspen.errors import ConfigError
+from aspen.ticket import ClusterTicket
 
 EID = "ab" * 32
+# a well-formed ticket (the ticket option is decoded at config time; see test_ticket.py)
+TICKET = ClusterTicket.from_secret(ClusterSecret.from_cookie("config test")).encode()
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -45,7 +49,7 @@ def test_precedence_cli_over_env_over_file_over_default(tmp_path: Path) -> None:
 
 def test_a_higher_layer_can_set_a_value_back_to_its_default(tmp_path: Path) -> None:
     # The Rust Aspen cannot: its merge ignores a flag equal to the default (reference §1).
-    cfg = write(tmp_path, 'http_addr = "0.0.0.0:9000"\nenable_gossip = false\nticket = "abc"\n'
+    cfg = write(tmp_path, 'http_addr = "0.0.0.0:9000"\nenable_gossip = false\nticket = "' + TICKET + '"\n'
                           'peers = ["1@' + EID + '"]\n')
     loaded = build_config(flags={"http_addr": DEFAULT_HTTP_ADDR, "enable_gossip": "true", "ticket": "",
                                  "peers": [""]}, environ={}, config_file=cfg)
@@ -64,11 +68,11 @@ def test_env_resets_file_value_to_default(tmp_path: Path) -> None:
 
 def test_rust_aspen_names_are_accepted(tmp_path: Path) -> None:
     cfg = write(tmp_path, f'node_id = 7\nractor_port = 26001\n[iroh]\nsecret_key = "{"01" * 32}"\n'
-                          'enable_gossip = false\ngossip_ticket = "aspenxyz"\nenable_mdns = false\n')
+                          'enable_gossip = false\ngossip_ticket = "' + TICKET + '"\nenable_mdns = false\n')
     loaded = build_config(flags={}, environ={"ASPEN_IROH_ENABLE_PKARR": "true"}, config_file=cfg)
     c = loaded.config
     assert c.node_id == 7 and c.bind_port == 26001
-    assert c.secret_key == "01" * 32 and c.ticket == "aspenxyz"
+    assert c.secret_key == "01" * 32 and c.ticket == TICKET
     assert not c.enable_gossip and not c.enable_mdns and c.enable_pkarr
 
 
