@@ -25,6 +25,9 @@ What the subclass changes, and why:
   and `pmtu_ceiling_bytes` (from the route MTU, given by the adapter); each acknowledged probe
   raises the datagram size of every later packet, a lost one lowers the search's upper bound.
   Binary search, at most MAX_PMTU_PROBES probes per connection.
+* ACKs (RFC 9000 §13.2): after the handshake, ACKs wait up to ACK_DELAY_S for a packet to ride
+  on (the next request or reply) instead of aioquic's 1 ms, and go out at once after
+  ACK_ELICITING_THRESHOLD ack-eliciting packets.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ import hmac
 
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.congestion.base import K_INITIAL_WINDOW
-from aioquic.quic.connection import QuicConnection, QuicConnectionState
+from aioquic import tls
+from aioquic.quic.connection import QuicConnection, QuicConnectionState, QuicReceiveContext
 from aioquic.quic.packet import QuicFrameType
 from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketSpace
@@ -63,6 +67,14 @@ PMTU_SEARCH_PRECISION_BYTES = 512  # stop when the bracket is this narrow (guess
 PMTU_PROBE_TIMEOUT_S = 1.0
 # PING uids at or above this are ours (PMTU probes); user pings use small uids.
 _PMTU_PROBE_UID_BASE = 1 << 60
+# RFC 9000 §13.2.1: ACKs may wait up to max_ack_delay (aioquic advertises 25 ms). aioquic waits
+# 1 ms after the first ack-eliciting packet, so each request/response exchange costs a lone ACK
+# datagram; waiting longer lets the next request or reply carry it. guess: revisit.
+ACK_DELAY_S = 0.010
+# ...but acknowledge at once (at the end of the loop turn) after this many ack-eliciting packets,
+# so a bulk sender is never starved of ACKs (§13.2.2 suggests every second packet; batching by
+# loop turn already merges what one socket read delivered). guess: revisit.
+ACK_ELICITING_THRESHOLD = 8
 # Label mixed into the HMAC key so reset tokens can never collide with other uses of the secret.
 _RESET_KEY_LABEL = b"aspen quic stateless reset v1"
 
@@ -118,6 +130,7 @@ class AspenQuicConnection(QuicConnection):
         self._pmtu_probe_is_padded = False
         self._pmtu_in_probe = False
         self._use_long_stream_frames()
+        self._unacked_eliciting = 0  # 1-RTT ack-eliciting packets since our last ACK frame
 
     # aioquic hooks --------------------------------------------------------------------------
 
@@ -166,6 +179,28 @@ class AspenQuicConnection(QuicConnection):
             builder.quic_logger_frames.append(
                 self._quic_logger.encode_stream_frame(frame, stream_id=stream.stream_id))
         return stream.sender.highest_offset - previous_send_highest
+
+    # acknowledgement policy ---------------------------------------------------------------------
+
+    def _confirm_handshake(self) -> None:
+        super()._confirm_handshake()
+        # Handshake flights keep aioquic's 1 ms; application data gets the longer delay.
+        self._ack_delay = ACK_DELAY_S
+
+    def _payload_received(self, context: QuicReceiveContext, plain: bytes,
+                          crypto_frame_required: bool = False) -> tuple[bool, bool]:
+        is_ack_eliciting, is_probing = super()._payload_received(context, plain, crypto_frame_required)
+        if is_ack_eliciting and context.epoch == tls.Epoch.ONE_RTT:
+            self._unacked_eliciting += 1
+            if self._unacked_eliciting >= ACK_ELICITING_THRESHOLD:
+                # receive_datagram keeps an ack_at that is already set
+                self._spaces[tls.Epoch.ONE_RTT].ack_at = context.time
+        return is_ack_eliciting, is_probing
+
+    def _write_ack_frame(self, builder: QuicPacketBuilder, space: QuicPacketSpace, now: float) -> None:
+        super()._write_ack_frame(builder, space, now)
+        if space is self._spaces.get(tls.Epoch.ONE_RTT):
+            self._unacked_eliciting = 0
 
     # path MTU probing ---------------------------------------------------------------------------
 

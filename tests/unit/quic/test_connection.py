@@ -53,3 +53,21 @@ def test_a_client_needs_the_key_it_dials() -> None:
     with pytest.raises(ValueError):
         AspenQuicConnection(configuration=config(SecretKey.generate(), is_client=True, alpns=["x"]),
                             reset_key=bytes(32))
+
+
+def test_acks_wait_for_a_packet_to_ride_on_but_not_for_a_bulk_sender() -> None:
+    from aioquic import tls
+
+    from aspen.quic.connection import ACK_DELAY_S, ACK_ELICITING_THRESHOLD
+    from tests.unit.quic._pair import advance, transfer
+    client, server = make_pair(SecretKey.generate(), SecretKey.generate())
+    now = handshake(client, server)
+    now = advance(client, server, now, 0.1)  # settle: handshake ACKs, HANDSHAKE_DONE
+    space = server._spaces[tls.Epoch.ONE_RTT]
+    client.send_stream_data(0, b"request")
+    transfer(client, server, now)
+    assert space.ack_at is not None and abs(space.ack_at - (now + ACK_DELAY_S)) < 1e-9
+    # A burst of ack-eliciting packets: acknowledged without waiting out the delay.
+    client.send_stream_data(0, bytes(1100 * (ACK_ELICITING_THRESHOLD + 2)))
+    transfer(client, server, now + 0.001)
+    assert space.ack_at is not None and space.ack_at <= now + 0.001
