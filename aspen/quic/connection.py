@@ -38,7 +38,7 @@ import hmac
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.congestion.base import K_INITIAL_WINDOW
 from aioquic import tls
-from aioquic.quic.connection import QuicConnection, QuicConnectionState, QuicReceiveContext
+from aioquic.quic.connection import NetworkAddress, QuicConnection, QuicConnectionState, QuicReceiveContext
 from aioquic.quic.packet import QuicFrameType
 from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketSpace
@@ -155,8 +155,10 @@ class AspenQuicConnection(QuicConnection):
         if builder.remaining_flight_space <= MAX_2_BYTE_VARINT:
             return QuicConnection._write_stream_frame(self, builder, space, stream, max_offset)
         # Same as aioquic's _write_stream_frame, with a 4-byte length (module docstring).
+        stream_id = stream.stream_id
+        assert stream_id is not None  # only the crypto streams have none
         next_offset = stream.sender.next_offset
-        frame_overhead = 5 + _size_uint_var(stream.stream_id) + (
+        frame_overhead = 5 + _size_uint_var(stream_id) + (
             _size_uint_var(next_offset) if next_offset else 0)
         previous_send_highest = stream.sender.highest_offset
         frame = stream.sender.get_frame(builder.remaining_flight_space - frame_overhead, max_offset)
@@ -170,14 +172,14 @@ class AspenQuicConnection(QuicConnection):
         buf = builder.start_frame(frame_type, capacity=frame_overhead,
                                   handler=stream.sender.on_data_delivery,
                                   handler_args=(frame.offset, frame.offset + len(frame.data), frame.fin))
-        buf.push_uint_var(stream.stream_id)
+        buf.push_uint_var(stream_id)
         if frame.offset:
             buf.push_uint_var(frame.offset)
         buf.push_uint32(len(frame.data) | 0x80000000)  # RFC 9000 §16: 4-byte varint
         buf.push_bytes(frame.data)
-        if self._quic_logger is not None:
+        if self._quic_logger is not None and builder.quic_logger_frames is not None:
             builder.quic_logger_frames.append(
-                self._quic_logger.encode_stream_frame(frame, stream_id=stream.stream_id))
+                self._quic_logger.encode_stream_frame(frame, stream_id=stream_id))
         return stream.sender.highest_offset - previous_send_highest
 
     # acknowledgement policy ---------------------------------------------------------------------
@@ -214,16 +216,16 @@ class AspenQuicConnection(QuicConnection):
         return (self._pmtu_high - self._pmtu_low < PMTU_SEARCH_PRECISION_BYTES
                 or self._pmtu_probes_sent >= MAX_PMTU_PROBES)
 
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[object, ...]]]:  # type: ignore[override]
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
         datagrams = super().datagrams_to_send(now)
         if self._pmtu_probe_uid is not None and now - self._pmtu_probe_sent_at > PMTU_PROBE_TIMEOUT_S:
             self._pmtu_probe_failed()
         if (self._pmtu_probe_uid is None and self._handshake_confirmed and not self.is_pmtu_search_done
                 and self._state == QuicConnectionState.CONNECTED and self._close_event is None):
             datagrams += self._send_pmtu_probe(now)
-        return datagrams  # type: ignore[return-value]
+        return datagrams
 
-    def _send_pmtu_probe(self, now: float) -> list[tuple[bytes, tuple[object, ...]]]:
+    def _send_pmtu_probe(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
         # First try the ceiling (on loopback or a clean path it simply works), then bisect.
         size = self._pmtu_high if self._pmtu_probes_sent == 0 else (self._pmtu_low + self._pmtu_high) // 2
         uid = _PMTU_PROBE_UID_BASE + self._pmtu_probes_sent
@@ -250,7 +252,7 @@ class AspenQuicConnection(QuicConnection):
             return probe
         self._pmtu_probes_sent += 1
         self._pmtu_probe_sent_at = now
-        return probe  # type: ignore[return-value]
+        return probe
 
     def _write_ping_frame(self, builder: QuicPacketBuilder, uids: list[int] = [],  # noqa: B006
                           comment: str = "") -> None:
