@@ -122,6 +122,9 @@ class Node:
     async def send(self, message: wm.ToWorker) -> None:
         await self.worker.send(message)
 
+    async def send_many(self, messages: list[wm.ToWorker]) -> None:
+        await self.worker.send_many(messages)
+
     def add_raft_sink(self, sink: Callable[[wm.RaftSendBatch], None]) -> None:
         self._raft_sinks.append(sink)
 

@@ -159,6 +159,10 @@ class WorkerLink(Protocol):
         """Queue a message for the worker (waits for ring space; raises WorkerUnavailable)."""
         ...
 
+    async def send_many(self, messages: list[ToWorker]) -> None:
+        """Queue several messages in order, waking the worker at most once."""
+        ...
+
     def add_raft_sink(self, sink: Callable[[RaftSendBatch], None]) -> None:
         """Receive every batch of outbound Raft messages the worker produces."""
         ...

@@ -63,6 +63,9 @@ class WorkerSupervisor:
         self._ready: asyncio.Future[wm.Ready] | None = None
         self._pending: dict[int, asyncio.Future[wm.FromWorker]] = {}
         self._request_ids = itertools.count(1)
+        # The ring is single-producer; many coroutines send. Whoever must wait for space waits
+        # under this lock, and while it is held nobody overtakes (FIFO is kept).
+        self._put_lock = asyncio.Lock()
         self._stopping = False
         self._started_monotonic = 0.0
         self._backoff_ms = WORKER_RESTART_BACKOFF_INITIAL_MS
@@ -210,7 +213,7 @@ class WorkerSupervisor:
         future: asyncio.Future[wm.FromWorker] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            await self._inbox.put(wm.encode(make(request_id)), timeout_ms=timeout_ms)
+            await self._put([wm.encode(make(request_id))], timeout_ms)
             return await asyncio.wait_for(future, timeout_ms / 1000)
         except TimeoutError:
             raise WorkerUnavailable(f"worker did not answer within {timeout_ms} ms") from None
@@ -219,12 +222,30 @@ class WorkerSupervisor:
 
     async def send(self, message: wm.ToWorker) -> None:
         """Fire-and-forget message (Raft traffic, Crash, Shutdown); waits for ring space."""
+        await self.send_many([message])
+
+    async def send_many(self, messages: list[wm.ToWorker]) -> None:
+        """Several fire-and-forget messages, in order, with at most one wake-up of the worker."""
         if self._inbox is None or not self.is_up:
             raise WorkerUnavailable("worker is not running")
-        try:
-            await self._inbox.put(wm.encode(message), timeout_ms=WORKER_REQUEST_TIMEOUT_MS)
-        except TimeoutError:
-            raise WorkerUnavailable(f"worker ring full for {WORKER_REQUEST_TIMEOUT_MS} ms") from None
+        await self._put([wm.encode(m) for m in messages], WORKER_REQUEST_TIMEOUT_MS)
+
+    async def _put(self, items: list[bytes], timeout_ms: int) -> None:
+        inbox = self._inbox
+        if inbox is None:
+            raise WorkerUnavailable("worker is not running")
+        if not self._put_lock.locked():
+            written = inbox.try_put_many(items)
+            if written == len(items):
+                return
+            items = items[written:]
+        async with self._put_lock:
+            if self._inbox is not inbox:
+                raise WorkerUnavailable("worker restarted while sending")
+            try:
+                await inbox.put_many(items, timeout_ms=timeout_ms)
+            except TimeoutError:
+                raise WorkerUnavailable(f"worker ring full for {timeout_ms} ms") from None
 
     async def stop(self) -> None:
         """Stop the worker: Shutdown, then SIGTERM, then SIGKILL, each bounded. Idempotent."""

@@ -30,7 +30,7 @@ def _transport(node: NodeContext) -> RaftTransport:
     secret = node.extensions.get("cluster_secret")  # set by aspen.node (from --ticket or the cookie)
     if not isinstance(secret, ClusterSecret):
         secret = ClusterSecret.from_cookie(node.config.cookie)
-    transport = RaftTransport(node_id=node.node_id, view=cluster, deliver=worker.send, connect=connect,
+    transport = RaftTransport(node_id=node.node_id, view=cluster, deliver=worker.send_many, connect=connect,
                               registry=node.metrics, secret=secret, me=node.endpoint_id)
     worker.add_raft_sink(transport.send_batch)
     node.extensions[_KEY] = transport

@@ -81,7 +81,8 @@ class RaftTransport:
     alpn = RAFT_ALPN
     name = "raft-rpc"
 
-    def __init__(self, *, node_id: int, view: ClusterView, deliver: Callable[[wm.RaftReceive], Awaitable[None]],
+    def __init__(self, *, node_id: int, view: ClusterView,
+                 deliver: Callable[[list[wm.ToWorker]], Awaitable[None]],
                  connect: Callable[[int], Awaitable[PeerConnection]], registry: CollectorRegistry,
                  secret: ClusterSecret, me: EndpointId) -> None:
         self._node_id = node_id
@@ -316,8 +317,8 @@ class RaftTransport:
             sender = self._peers.get(frame.from_node)
             if sender is not None:
                 sender.heard_at = time.monotonic()
-            for payload in frame.payloads:
-                await self._deliver(wm.RaftReceive(frame.from_node, payload))
+            # One ring operation (and at most one worker wake-up) per frame.
+            await self._deliver([wm.RaftReceive(frame.from_node, payload) for payload in frame.payloads])
             self._received.inc(len(frame.payloads))
 
 
