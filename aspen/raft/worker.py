@@ -48,6 +48,10 @@ MAX_PENDING_CLIENT_REQUESTS = 100_000
 LARGE_MESSAGE_SIZE = 64 * 1024
 # Voter changes one ChangeMembership may need (add + remove for each of MAX_MEMBERS).
 MAX_PLAN_STEPS = 200
+# A ReadIndex round normally resolves within a heartbeat round trip; one still unresolved after
+# this long (its request or answer was lost, or leadership moved mid-round) is handed back as
+# NotLeader so the I/O process retries it. Above the default election timeout (3 s max).
+READ_INDEX_TIMEOUT_MS = 4_000
 
 ROLE_NAMES = {Role.LEADER: "Leader", Role.FOLLOWER: "Follower", Role.CANDIDATE: "Candidate",
               Role.PRE_CANDIDATE: "Candidate"}
@@ -63,6 +67,7 @@ class _PendingWrite:
 class _PendingRead:
     request_id: int
     query: kv.Get | kv.Scan
+    started_ms: int
     index: int = -1  # set when the ReadState arrives
 
 
@@ -205,7 +210,7 @@ class RaftWorker:
             return not_init
         read_id = self._next_read_id
         self._next_read_id += 1
-        self._waiters.reads[read_id] = _PendingRead(rid, query)
+        self._waiters.reads[read_id] = _PendingRead(rid, query, now_ms)
         self.core.read_index(read_id, now_ms)
         return []
 
@@ -344,6 +349,7 @@ class RaftWorker:
             self.core.advance(rd)
         for start in range(0, len(sends), wm.MAX_RAFT_BATCH_MESSAGES):
             out.insert(0, wm.RaftSendBatch(sends[start:start + wm.MAX_RAFT_BATCH_MESSAGES]))
+        self._expire_reads(out, now_ms)
         update = self._state_update()
         if update is not None:
             out.append(update)
@@ -412,6 +418,15 @@ class RaftWorker:
         if not self.core.is_leader:
             for index in [i for i, w in waiters.writes.items() if w.term < self.core.term and i <= applied]:
                 out.append(wm.ErrorReply(waiters.writes.pop(index).request_id, "write lost; retry", 502))
+
+    def _expire_reads(self, out: list[wm.FromWorker], now_ms: int) -> None:
+        reads = self._waiters.reads
+        if not reads:
+            return
+        expired = [rid for rid, r in reads.items() if r.index < 0 and now_ms - r.started_ms > READ_INDEX_TIMEOUT_MS]
+        for read_id in expired:
+            leader = self.core.leader_id if self.core.leader_id != self.core.id else NO_NODE
+            out.append(wm.NotLeader(reads.pop(read_id).request_id, leader))
 
     def _restore(self, snapshot: Snapshot) -> None:
         self.kv.restore(snapshot.data)

@@ -245,3 +245,13 @@ def test_stale_read_is_served_locally(stale: bool) -> None:
     c.down.add(leader)
     reply = c.read(follower, "k", linearizable=not stale)
     assert value_of(reply) in ("v", None)
+
+
+def test_a_read_whose_readindex_is_lost_is_handed_back_for_retry() -> None:
+    c = formed([1, 2, 3])
+    leader = c.settle()
+    follower = next(n for n in (1, 2, 3) if n != leader)
+    c.down.add(leader)  # the forwarded ReadIndex request goes nowhere
+    rid = c.send(follower, lambda r: wm.ClientRead(r, kv.encode_command(kv.Get("k")), True))
+    reply = c.reply(follower, rid)
+    assert isinstance(reply, wm.NotLeader)
