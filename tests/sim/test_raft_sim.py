@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from aspen.testing.raft_sim import InvariantViolation, SimParams, run_simulation
+from aspen.testing.raft_sim import InvariantViolation, RaftSimulation, SimParams, run_simulation
 
 
 def _run(seed: int) -> None:
@@ -70,3 +70,11 @@ def test_detects_a_broken_invariant() -> None:
     assert leader is not None
     with pytest.raises(InvariantViolation, match="election safety"):
         sim._check_leader(leader)
+
+
+def test_the_two_checkers_agree() -> None:
+    """Cross-check: the shared checker and the quick per-key one accept the same histories."""
+    for seed in range(10):
+        sim = RaftSimulation(seed)
+        sim.cross_check = True
+        sim.run()
