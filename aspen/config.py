@@ -212,6 +212,11 @@ def _core_options() -> list[OptionSpec]:
         OptionSpec("snapshot_every_entries", "int", 10_000, "take a snapshot after this many applied entries",
                    flags=("--snapshot-every-entries",), env=("ASPEN_SNAPSHOT_EVERY_ENTRIES",),
                    toml=("snapshot_every_entries",), min_value=1, max_value=10**9),
+        OptionSpec("snapshot_keep_entries", "int", 1000,
+                   "log entries kept behind a snapshot, so slightly lagging followers get entries (openraft's "
+                   "max_in_snapshot_log_to_keep)",
+                   flags=("--snapshot-keep-entries",), env=("ASPEN_SNAPSHOT_KEEP_ENTRIES",),
+                   toml=("snapshot_keep_entries",), min_value=0, max_value=10**9),
         OptionSpec("log_level", "str", "info", "logging level",
                    flags=("--log-level",), env=("ASPEN_LOG_LEVEL",), toml=("log_level",),
                    choices=("debug", "info", "warning", "error")),
@@ -270,6 +275,7 @@ class NodeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     bind_port: int = 0
     storage_backend: str = "disk"
     snapshot_every_entries: int = 10_000
+    snapshot_keep_entries: int = 1000
     log_level: str = "info"
     plugins: list[str] | None = None
     plugin_options: dict[str, dict[str, str | int | float | bool | list[str]]] = {}

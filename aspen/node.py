@@ -54,6 +54,7 @@ def worker_args(config: NodeConfig, data_dir: Path) -> list[str]:
             "--election-timeout-min-ms", str(config.election_timeout_min_ms),
             "--election-timeout-max-ms", str(config.election_timeout_max_ms),
             "--snapshot-every-entries", str(config.snapshot_every_entries),
+            "--snapshot-keep-entries", str(config.snapshot_keep_entries),
             "--storage-backend", config.storage_backend]
 
 

@@ -136,7 +136,8 @@ def build_raft(ns: argparse.Namespace) -> RaftWorker | None:
     config = RaftConfig(node_id=ns.node_id, heartbeat_interval_ms=ns.heartbeat_interval_ms,
                         election_timeout_min_ms=ns.election_timeout_min_ms,
                         election_timeout_max_ms=ns.election_timeout_max_ms,
-                        snapshot_interval_entries=ns.snapshot_every_entries)
+                        snapshot_interval_entries=ns.snapshot_every_entries,
+                        snapshot_keep_entries=ns.snapshot_keep_entries)
     storage: RaftStorage
     if ns.storage_backend == "inmemory":
         storage = MemoryStorage()
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--election-timeout-min-ms", type=int, default=1500)
     parser.add_argument("--election-timeout-max-ms", type=int, default=3000)
     parser.add_argument("--snapshot-every-entries", type=int, default=10_000)
+    parser.add_argument("--snapshot-keep-entries", type=int, default=1000)
     parser.add_argument("--storage-backend", default="disk", choices=("disk", "inmemory"))
     ns = parser.parse_args(argv)
     logging.basicConfig(level=ns.log_level.upper(), stream=sys.stderr,

@@ -281,3 +281,31 @@ def test_cli_client_against_any_node(cluster3: LocalCluster) -> None:
     assert status["voters"] == [1, 2, 3] and status["current_leader"] in (1, 2, 3)
     human = aspen("cluster", "status", node=3).stdout
     assert "voters [1, 2, 3]" in human
+
+
+def test_lagging_follower_catches_up_by_snapshot_after_compaction(tmp_path: Path) -> None:
+    """The leader compacts its log while a follower is down; the follower comes back and gets a
+    snapshot over raft-rpc (large lane), restores it in its worker, and serves every key."""
+    from aspen.localcluster import FAST_TIMING_ARGS
+
+    args = (*FAST_TIMING_ARGS, "--snapshot-every-entries", "20", "--snapshot-keep-entries", "5")
+    with LocalCluster(tmp_path, 3, extra_args=args) as c:
+        c.start()
+        c.form([1, 2, 3])
+        leader = c.wait_leader()
+        follower = next(i for i in (1, 2, 3) if i != leader)
+        c.nodes[follower].kill(signal.SIGKILL)
+        for n in range(120):
+            assert c.write(leader, f"snap-{n}", str(n))[0] == 200
+        status, metrics = c.nodes[leader].call("GET", "/raft-metrics")
+        assert metrics["snapshot"]["index"] >= 100  # the log the follower lacks is gone
+        c.nodes[follower].start()
+        c.nodes[follower].wait_ready()
+        deadline = time.monotonic() + 60
+        while c.read(follower, "snap-119", "stale") != (200, {"key": "snap-119", "value": "119"}):
+            assert time.monotonic() < deadline, "follower did not catch up"
+            time.sleep(0.1)
+        for n in range(0, 120, 7):
+            assert c.read(follower, f"snap-{n}", "stale") == (200, {"key": f"snap-{n}", "value": str(n)})
+        _, fm = c.nodes[follower].call("GET", "/raft-metrics")
+        assert fm["snapshot"] is not None and fm["snapshot"]["index"] >= 100
