@@ -123,6 +123,9 @@ def test_100_concurrent_rpcs_share_one_connection(server: QuicServerProcess) -> 
         client = make_client()
         await client.start()
         try:
+            # Concurrent connects to a peer we have no connection to share one handshake.
+            conns = await asyncio.gather(*(client.connect(server.addr, ECHO_ALPN) for _ in range(10)))
+            assert all(c is conns[0] for c in conns)
             bodies = [f"rpc {i}".encode() * 4 for i in range(100)]
             replies = await asyncio.gather(*(client.rpc(server.addr, ECHO_ALPN, b, timeout_ms=10_000)
                                              for b in bodies))
@@ -247,6 +250,25 @@ def test_idle_connections_are_closed_after_the_timeout() -> None:
                 assert await client.rpc(server.addr, ECHO_ALPN, b"y", timeout_ms=5_000) == b"y"
                 stats = await server_stats(client, server)
                 assert stats['aspen_quic_connections_closed_total{alpn="aspen-echo/1",direction="in"}'] >= 1
+            finally:
+                await client.stop()
+        run(main)
+
+
+def test_keepalive_holds_a_quiet_stream_open_past_the_idle_timeout() -> None:
+    with QuicServerProcess(SecretKey.generate(), extra_args=["--idle-timeout-ms", "1000"]) as server:
+        async def main() -> None:
+            client = make_client(idle_timeout_ms=1_000, keepalive_interval_ms=300)
+            await client.start()
+            try:
+                conn = await client.connect(server.addr, ECHO_ALPN)
+                stream = await conn.open_stream()
+                await stream.write_frame(b"one")
+                assert await stream.read_frame(timeout_ms=5_000) == b"one"
+                await asyncio.sleep(2.5)  # 2.5 idle timeouts with no application traffic
+                assert conn.is_usable
+                await stream.write_frame(b"two", end_stream=True)
+                assert await stream.read_frame(timeout_ms=5_000) == b"two"
             finally:
                 await client.stop()
         run(main)
