@@ -79,6 +79,10 @@ class Worker:
             # is on disk; the supervisor restarts us if our parent is still alive.
             raise SystemExit(f"outbound ring stuck for {REPLY_PUT_TIMEOUT_MS} ms; exiting")
 
+    def reply_now(self, messages: list[wm.FromWorker]) -> None:
+        """Put messages on the outbound ring at once (a leader's appends ahead of its fsync)."""
+        self._reply_all(messages)
+
     def handle(self, message: wm.ToWorker, now_ms: int) -> list[wm.FromWorker]:
         match message:
             case wm.Ping(request_id=rid):
@@ -171,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         raft = build_raft(ns)
         worker = Worker(inbox, outbox, parent_pid=ns.parent_pid, incarnation=ns.incarnation, raft=raft)
+        if raft is not None:
+            raft.send_now = worker.reply_now
         return worker.serve()
     finally:
         pair.close()

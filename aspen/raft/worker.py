@@ -28,6 +28,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aspen import worker_messages as wm
@@ -101,8 +102,14 @@ def node_role(core: RaftCore) -> str:
 class RaftWorker:
     """One node's consensus, storage and state machine. See the module docstring."""
 
-    def __init__(self, config: RaftConfig, storage: RaftStorage, *, rng: random.Random) -> None:
+    def __init__(self, config: RaftConfig, storage: RaftStorage, *, rng: random.Random,
+                 send_now: Callable[[list[wm.FromWorker]], None] | None = None) -> None:
         self._config = config
+        # If set, a leader hands its appends to the I/O process *before* its own fsync (Raft
+        # thesis §10.2.1), so the followers' fsyncs overlap the leader's. Safe here because this
+        # worker is single-threaded: an acknowledgement is processed only after the pump that
+        # synced those entries has returned, so commit never counts an unsynced leader entry.
+        self.send_now = send_now
         self._storage = storage
         self._rng = rng
         self.kv = kv.KvStateMachine()
@@ -117,6 +124,7 @@ class RaftWorker:
         self._next_read_id = 1
         self._applied_term = snapshot.meta.term
         self._last_update: wm.StateUpdate | None = None
+        self._persisted_hs, _ = storage.initial_state()
         self.fsyncs = 0
         self.fsync_seconds_total = 0.0  # time spent in storage.sync(), for /metrics
         self.fsync_seconds_max = 0.0
@@ -339,11 +347,16 @@ class RaftWorker:
         out: list[wm.FromWorker] = []
         sends: list[wm.RaftSend] = []
         while (rd := self.core.ready()) is not None:
-            self._persist(rd)
-            for msg in rd.messages:
-                payload = encode_message(msg)
-                sends.append(wm.RaftSend(msg.to_id, payload,
-                                         isinstance(msg, InstallSnapshot) or len(payload) >= LARGE_MESSAGE_SIZE))
+            batch = [wm.RaftSend(msg.to_id, payload, isinstance(msg, InstallSnapshot) or len(payload) >= LARGE_MESSAGE_SIZE)
+                     for msg in rd.messages for payload in (encode_message(msg),)]
+            if batch and self._may_send_before_persisting(rd):
+                assert self.send_now is not None
+                self.send_now([wm.RaftSendBatch(batch[i:i + wm.MAX_RAFT_BATCH_MESSAGES])
+                               for i in range(0, len(batch), wm.MAX_RAFT_BATCH_MESSAGES)])
+                self._persist(rd)
+            else:
+                self._persist(rd)  # the Ready contract: durable before anything is sent
+                sends.extend(batch)
             self._apply(rd, out, now_ms)
             self._take_snapshot(rd, out)
             self.core.advance(rd)
@@ -359,6 +372,14 @@ class RaftWorker:
             out.extend(self.pump(now_ms))
         return out
 
+    def _may_send_before_persisting(self, rd: Ready) -> bool:
+        """True when this Ready's messages are a leader's appends that may precede its fsync:
+        no term or vote to make durable first, no snapshot, no role change (§10.2.1)."""
+        if self.send_now is None or not self.core.is_leader or rd.soft_state is not None or rd.snapshot is not None:
+            return False
+        hs = rd.hard_state
+        return hs is None or (hs.term == self._persisted_hs.term and hs.vote == self._persisted_hs.vote)
+
     def _persist(self, rd: Ready) -> None:
         storage = self._storage
         if rd.snapshot is not None:
@@ -367,6 +388,7 @@ class RaftWorker:
             storage.append(rd.entries)
         if rd.hard_state is not None:
             storage.set_hard_state(rd.hard_state)
+            self._persisted_hs = rd.hard_state
         if rd.must_sync:
             started = time.perf_counter()
             storage.sync()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -17,9 +18,10 @@ MAX_STEPS = 3000  # 30 s of virtual time: every wait below is bounded by it
 
 
 class Cluster:
-    def __init__(self, ids: list[int], seed: int = 1) -> None:
+    def __init__(self, ids: list[int], seed: int = 1,
+                 storage_factory: type[MemoryStorage] = MemoryStorage) -> None:
         self.now_ms = 0
-        self.storages = {i: MemoryStorage() for i in ids}
+        self.storages = {i: storage_factory() for i in ids}
         self.workers = {i: self._make(i) for i in ids}
         self.replies: dict[int, list[wm.FromWorker]] = {i: [] for i in ids}
         self.down: set[int] = set()
@@ -255,3 +257,45 @@ def test_a_read_whose_readindex_is_lost_is_handed_back_for_retry() -> None:
     rid = c.send(follower, lambda r: wm.ClientRead(r, kv.encode_command(kv.Get("k")), True))
     reply = c.reply(follower, rid)
     assert isinstance(reply, wm.NotLeader)
+
+
+EVENTS: list[str] = []
+
+
+class OrderRecordingStorage(MemoryStorage):
+    """Records each sync in EVENTS, so a test can see what happened before it."""
+
+    def sync(self) -> None:
+        EVENTS.append("sync")
+        super().sync()
+
+
+def test_leader_sends_appends_before_its_fsync_but_followers_never_do() -> None:
+    c = Cluster([1, 2, 3], storage_factory=OrderRecordingStorage)
+    c.reply(1, c.send(1, lambda r: wm.InitCluster(r, addrs([1, 2, 3]))))
+    leader = c.settle()
+    early: dict[int, list[object]] = {n: [] for n in (1, 2, 3)}
+
+    def sender(n: int) -> Callable[[list[wm.FromWorker]], None]:
+        def send_now(msgs: list[wm.FromWorker]) -> None:
+            EVENTS.append(f"send{n}")
+            early[n].append(msgs)
+            for batch in msgs:  # deliver them, as the I/O process would
+                assert isinstance(batch, wm.RaftSendBatch)
+                for m in batch.messages:
+                    c.workers[m.to_node].handle(wm.RaftReceive(n, m.payload), c.now_ms)
+        return send_now
+
+    for n, worker in c.workers.items():
+        worker.send_now = sender(n)
+    EVENTS.clear()
+    c.workers[leader].handle(wm.ClientWrite(999, kv.encode_command(kv.Set("k", "v"))), c.now_ms)
+    for out in c.workers[leader].pump(c.now_ms):
+        assert not isinstance(out, wm.RaftSendBatch), "appends were sent after the fsync instead of before"
+    assert EVENTS[:2] == [f"send{leader}", "sync"], EVENTS
+    for _ in range(20):
+        c.step()
+    assert all(not early[n] for n in (1, 2, 3) if n != leader), "a follower sent before persisting"
+    done = [r for r in c.replies[leader] if getattr(r, "request_id", None) == 999]
+    assert done and isinstance(done[0], wm.WriteDone)
+    assert value_of(c.read(leader, "k")) == "v"
