@@ -339,12 +339,15 @@ class RaftCore(LeaderMixin):
                 leader = msg.from_id if isinstance(msg, (AppendEntries, Heartbeat, InstallSnapshot)) else NO_NODE
                 self._become_follower(msg.term, leader)
         elif msg.term < self.term:
-            if isinstance(msg, (AppendEntries, Heartbeat)):
+            if isinstance(msg, (AppendEntries, Heartbeat, InstallSnapshot)):
                 # A stale leader (maybe cut off while we moved on through pre-vote) must learn
                 # the new term, or it would never step down (etcd raft.go, "checkQuorum").
                 self._msgs.append(AppendEntriesResponse(self.id, msg.from_id, self.term, 0, True))
-            elif isinstance(msg, RequestVote) and msg.pre_vote:
-                self._msgs.append(RequestVoteResponse(self.id, msg.from_id, self.term, False, True))
+            elif isinstance(msg, RequestVote):
+                # Raft Fig. 2: reply with our term. A candidate whose requests only reach nodes
+                # at higher terms (its config differs from theirs) must learn the term, or it
+                # could campaign below it forever (found by sim seed 450, pre-vote off).
+                self._msgs.append(RequestVoteResponse(self.id, msg.from_id, self.term, False, msg.pre_vote))
             return
         if isinstance(msg, RequestVote):
             self._handle_vote(msg)

@@ -471,3 +471,16 @@ def test_restart_resumes_applying_after_the_snapshot_not_the_compaction_point() 
     core = RaftCore(Net.config(1), st, rng=random.Random(0))
     assert (core.applied_index, core.commit_index) == (4, 4)
     assert core.log.first_index() == 3
+
+
+def test_lower_term_vote_request_is_answered_with_our_term() -> None:
+    """Raft Fig. 2 (found by sim seed 450): a candidate behind in term must learn the term."""
+    core = RaftCore(Net.config(2, pre_vote=False), MemoryStorage(members(1, 2, 3)), rng=random.Random(0))  # type: ignore[arg-type]
+    core.campaign(0)
+    core.campaign(0)  # term 2
+    rd = core.ready()
+    assert rd is not None
+    core.advance(rd)
+    core.step(RequestVote(1, 2, 1, 10, 1), 0)
+    rd = core.ready()
+    assert rd is not None and rd.messages == [RequestVoteResponse(2, 1, 2, False, False)]
