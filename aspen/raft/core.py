@@ -46,7 +46,7 @@ from aspen.raft.messages import (
 from aspen.raft.leader import LeaderMixin
 from aspen.raft.progress import Progress
 from aspen.raft.raft_log import RaftLog
-from aspen.raft.read_only import ReadOnly
+from aspen.raft.read_only import MAX_PENDING_READS, ReadOnly
 from aspen.raft.ready import ProposalDropped, ReadState, Ready, Role, SoftState
 from aspen.raft.types import (
     ENTRY_OVERHEAD_BYTES,
@@ -119,6 +119,7 @@ class RaftCore(LeaderMixin):
         self._msgs: list[RaftMessage] = []
         self._read_states: list[ReadState] = []
         self._reads = ReadOnly()
+        self._forwarded_reads: dict[int, int] = {}  # request_id -> leader it was sent to
         self._flush_needed = False
         self._pending_conf_index = 0
         self._transfer_target = NO_NODE
@@ -228,6 +229,8 @@ class RaftCore(LeaderMixin):
         self._check_can_propose()
         term = self.term
         first = self.log.last_index() + 1
+        if not commands:
+            return term, first
         entries = []
         for i, data in enumerate(commands):
             if len(data) > MAX_PROPOSAL_SIZE:
@@ -254,7 +257,9 @@ class RaftCore(LeaderMixin):
         self._enter(now_ms)
         if self.role is Role.LEADER:
             self._leader_read(self.id, request_id)
-        elif self.leader_id != NO_NODE:
+        elif self.leader_id != NO_NODE and len(self._forwarded_reads) < MAX_PENDING_READS:
+            # Forward (thesis §6.4); remembered so a leader change fails it at once.
+            self._forwarded_reads[request_id] = self.leader_id
             self._msgs.append(ReadIndexRequest(self.id, self.leader_id, self.term, request_id))
         else:
             self._read_states.append(ReadState(request_id, 0, False))
@@ -463,7 +468,16 @@ class RaftCore(LeaderMixin):
             cfg.election_timeout_min_ms, cfg.election_timeout_max_ms
         )
 
+    def _fail_forwarded_reads(self) -> None:
+        """The leader we forwarded reads to is gone: answer them now (not ok) so callers retry
+        instead of waiting for their timeout."""
+        for request_id in self._forwarded_reads:
+            self._read_states.append(ReadState(request_id, 0, False))
+        self._forwarded_reads.clear()
+
     def _become_follower(self, term: int, leader_id: int) -> None:
+        if self._forwarded_reads and leader_id != self.leader_id:
+            self._fail_forwarded_reads()
         was_leader = self.role is Role.LEADER
         if term != self.term:
             self.term = term
@@ -494,6 +508,7 @@ class RaftCore(LeaderMixin):
             self.vote = self.id
             vote_term = self.term
         self.leader_id = NO_NODE
+        self._fail_forwarded_reads()
         self._reset_election_timer()
         self._votes = {self.id: True}
         if self._won_election():
@@ -676,6 +691,8 @@ class RaftCore(LeaderMixin):
     # ------------------------------------------------------------------ follower
 
     def _heard_from_leader(self, leader_id: int) -> None:
+        if self._forwarded_reads and leader_id != self.leader_id:
+            self._fail_forwarded_reads()
         self.leader_id = leader_id
         self._leader_contact_ms = self._now_ms
         self._reset_election_timer()
@@ -702,7 +719,8 @@ class RaftCore(LeaderMixin):
                 logger.info("node=%d campaigning on TimeoutNow term=%d", self.id, self.term)
                 self._campaign(transfer=True)
         elif isinstance(msg, ReadIndexResponse):
-            self._read_states.append(ReadState(msg.request_id, msg.index, msg.ok))
+            if self._forwarded_reads.pop(msg.request_id, None) is not None:
+                self._read_states.append(ReadState(msg.request_id, msg.index, msg.ok))
         elif isinstance(msg, ReadIndexRequest):
             self._msgs.append(ReadIndexResponse(self.id, msg.from_id, self.term, msg.request_id, 0, False))
 

@@ -484,3 +484,27 @@ def test_lower_term_vote_request_is_answered_with_our_term() -> None:
     core.step(RequestVote(1, 2, 1, 10, 1), 0)
     rd = core.ready()
     assert rd is not None and rd.messages == [RequestVoteResponse(2, 1, 2, False, False)]
+
+
+def test_forwarded_read_fails_at_once_when_the_leader_changes() -> None:
+    net = Net()
+    net.elect(1)
+    follower = net.cores[2]
+    follower.read_index(5, 0)
+    rd = follower.ready()
+    assert rd is not None and isinstance(rd.messages[0], ReadIndexRequest)
+    follower.advance(rd)
+    follower.step(Heartbeat(3, 2, 2, 0), 0)  # a new leader (3) at term 2
+    rd = follower.ready()
+    assert rd is not None and [(r.request_id, r.ok) for r in rd.read_states] == [(5, False)]
+    follower.advance(rd)
+    follower.step(ReadIndexResponse(1, 2, 2, 5, 9, True), 0)  # a late answer is ignored
+    rd = follower.ready()
+    assert rd is None or not rd.read_states
+
+
+def test_empty_batch_is_a_no_op() -> None:
+    net = Net()
+    leader = net.elect(1)
+    assert leader.propose_batch([], 0) == (1, 2)
+    assert leader.last_index == 1
