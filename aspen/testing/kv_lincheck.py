@@ -90,7 +90,8 @@ def _check_key(ops: list[KvOp]) -> bool | None:
     return False
 
 
-def _observed_values(ops: list[KvOp]) -> set[str | None]:
+def observed_values(ops: list[KvOp]) -> set[str | None]:
+    """Every value some completed op returned, or some CAS expected."""
     seen: set[str | None] = set()
     for op in ops:
         if op.return_ms is not None:
@@ -112,7 +113,7 @@ def check_history(ops: list[KvOp]) -> CheckResult:
     returns the current one, get returns it), so it can only have been last or never applied,
     and either way removing it changes no output.
     """
-    observed = _observed_values(ops)
+    observed = observed_values(ops)
     by_key: dict[str, list[KvOp]] = {}
     for op in ops:
         if op.return_ms is None and op.kind != "get" and op.value not in observed:
@@ -129,4 +130,4 @@ def check_history(ops: list[KvOp]) -> CheckResult:
     return CheckResult(True)
 
 
-__all__ = ["KvOp", "CheckResult", "check_history", "MAX_SEARCH_STATES"]
+__all__ = ["KvOp", "CheckResult", "check_history", "observed_values", "MAX_SEARCH_STATES"]
