@@ -121,3 +121,21 @@ def test_third_party_plugin_runs_in_a_node(nodes: list[NodeProcess], tmp_path: P
     node.signal(signal.SIGTERM)
     assert node.wait_exit(30) == 0
     assert (tmp_path / "n1" / "testplugin-stopped").exists()
+
+
+def test_aspen_ping_reaches_a_running_node_over_the_echo_plugin(nodes: list[NodeProcess], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    node = start(nodes, tmp_path / "n1", "--bind-host", "127.0.0.1")
+    ready = node.wait_ready()
+    assert "echo" in ready["plugins"]
+    target = f"{ready['endpoint_id']}@{ready['endpoint_addr']['addrs'][0]['Ip']}"
+    result = subprocess.run([sys.executable, "-m", "aspen", "ping", "-c", "3", target], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "3 sent, 3 received, 0% loss" in result.stdout
+    wrong_key = "ab" * 32 + "@" + ready["endpoint_addr"]["addrs"][0]["Ip"]
+    impostor = subprocess.run([sys.executable, "-m", "aspen", "ping", "-c", "1", wrong_key], capture_output=True,
+                              text=True, timeout=60)
+    assert impostor.returncode == 1
