@@ -217,7 +217,7 @@ class LocalCluster:
         rows = []
         for i, node in sorted(self.nodes.items()):
             row: dict[str, Any] = {"node": i, "role": "down", "term": "-", "commit": "-", "applied": "-",
-                                   "leader": "-", "voters": "-", "learners": "-"}
+                                   "leader": "-", "peers": "-", "voters": "-", "learners": "-"}
             if node.is_running:
                 status, body = node.call("GET", "/raft-metrics", timeout_s=2)
                 if status == 200:
@@ -228,12 +228,15 @@ class LocalCluster:
                                learners=",".join(map(str, body.get("learners", []))) or "-")
                 else:
                     row["role"] = "unhealthy"
+                status, body = node.call("GET", "/peers", timeout_s=2)
+                if status == 200:
+                    row["peers"] = ",".join(str(p["node_id"]) for p in body["peers"]) or "-"
             rows.append(row)
         return rows
 
 
 def format_status(rows: list[dict[str, Any]]) -> str:
-    headers = ["node", "role", "term", "commit", "applied", "leader", "voters", "learners"]
+    headers = ["node", "role", "term", "commit", "applied", "leader", "peers", "voters", "learners"]
     table = [[str(r[h]) for h in headers] for r in rows]
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
