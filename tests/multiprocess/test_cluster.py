@@ -309,3 +309,35 @@ def test_lagging_follower_catches_up_by_snapshot_after_compaction(tmp_path: Path
             assert c.read(follower, f"snap-{n}", "stale") == (200, {"key": f"snap-{n}", "value": str(n)})
         _, fm = c.nodes[follower].call("GET", "/raft-metrics")
         assert fm["snapshot"] is not None and fm["snapshot"]["index"] >= 100
+
+
+def test_static_peers_flag_lets_init_name_nodes_by_id(tmp_path: Path) -> None:
+    """`--peers NODE_ID@{EndpointAddr JSON}` (the Rust Aspen's form) fills the peer map, so /init
+    needs node ids only; the other nodes learn node 1's address from the membership."""
+    import json
+    import socket
+
+    from aspen.localcluster import FAST_TIMING_ARGS
+
+    def free_udp_port() -> int:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    keys = {i: SecretKey.generate() for i in (1, 2, 3)}
+    ports = {i: free_udp_port() for i in (1, 2, 3)}
+    specs = [f"{i}@" + json.dumps({"id": keys[i].public().hex(), "addrs": [{"Ip": f"127.0.0.1:{ports[i]}"}]})
+             for i in (2, 3)]
+    with LocalCluster(tmp_path, 3) as c:
+        for i, node in c.nodes.items():
+            node.extra_args = (*FAST_TIMING_ARGS, "--secret-key", keys[i].hex(), "--bind-port", str(ports[i]))
+        c.nodes[1].extra_args += tuple(arg for spec in specs for arg in ("--peers", spec))
+        c.start()
+        status, body = c.nodes[1].call("POST", "/init", {"initial_members": [{"id": 1}, {"id": 2}, {"id": 3}]})
+        assert status == 200, body
+        c.wait_leader()
+        assert c.write(3, "static", "peers")[0] == 200
+        for i in (1, 2, 3):
+            assert c.read(i, "static") == (200, {"key": "static", "value": "peers"})
+        _, peers = c.nodes[2].call("GET", "/peers")
+        assert {p["node_id"] for p in peers["peers"]} == {1, 2, 3}
