@@ -112,6 +112,11 @@ class PeerStream(Protocol):
 
     def reset(self, error_code: int = 0) -> None: ...
 
+    def limit_frames(self, limit_bytes: int) -> None:
+        """Refuse frames over `limit_bytes` on this stream from now on (a protocol whose messages
+        are small says so, so an oversized frame is refused before it is buffered)."""
+        ...
+
 
 class PeerConnection(Protocol):
     """A connection whose remote key has been proven; handlers never see any other kind."""

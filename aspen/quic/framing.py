@@ -125,6 +125,17 @@ class FrameDecoder:
                 f"stream ended inside a frame ({have} bytes buffered, body size "
                 f"{want if want is not None else 'unknown (partial header)'})"))
 
+    def set_limit(self, limit_bytes: int) -> None:
+        """Lower (or raise) the frame limit from now on. A frame already announced above the new
+        limit fails at once (LimitExceeded, sticky), so a protocol with a small message size
+        (gossip: 4 KiB) stops buffering an oversized frame as soon as it says so."""
+        if limit_bytes < 0:
+            raise UsageError(f"limit_bytes must be >= 0, got {limit_bytes}")
+        self._limit_bytes = limit_bytes
+        if self._error is None and self._body_size is not None and self._body_size > limit_bytes:
+            self._fail(LimitExceeded("frame limit", self._body_size, limit_bytes))
+            raise self._error  # type: ignore[misc]
+
     def _check_header(self, header: bytes) -> int:
         try:
             return decode_frame_header(header, limit=self._limit_bytes)

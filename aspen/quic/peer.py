@@ -197,6 +197,15 @@ class QuicPeerStream:
 
     # fed by QuicPeerConnection.process_events -------------------------------------------------
 
+    def limit_frames(self, limit_bytes: int) -> None:
+        """Refuse frames over `limit_bytes` on this stream from now on (see FrameDecoder.set_limit);
+        a frame already announced above it resets the stream, counted as oversized."""
+        try:
+            self._decoder.set_limit(limit_bytes)
+        except LimitExceeded as exc:
+            self._conn._metrics.frames_rejected.labels(reason="oversized").inc()
+            self._abort(APP_ERROR_FRAME_TOO_LARGE, exc)
+
     def _on_data(self, data: bytes, end_stream: bool) -> None:
         if self._error is not None or self._recv_done:
             return  # late bytes of a stream we already failed or finished: drop

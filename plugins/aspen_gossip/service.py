@@ -625,6 +625,8 @@ class GossipService:
 
     async def _read_stream(self, conn: PeerConnection, stream: PeerStream) -> None:
         peer = conn.remote_id.raw
+        # Before anything is read: the transport must not buffer more than a gossip frame.
+        stream.limit_frames(self.config.max_message_size)
         try:
             body = await stream.read_frame()
             if body is None:

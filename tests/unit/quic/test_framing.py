@@ -77,3 +77,21 @@ def test_sender_refuses_an_oversized_body_before_anything_is_queued() -> None:
     assert int.from_bytes(header, "big") == MAX_RPC_MESSAGE_SIZE and len(body) == MAX_RPC_MESSAGE_SIZE
     with pytest.raises(LimitExceeded):
         encode_frame_parts(bytes(MAX_RPC_MESSAGE_SIZE + 1))
+
+
+def test_lowering_the_limit_fails_a_frame_already_announced_above_it() -> None:
+    import pytest
+
+    from aspen.errors import LimitExceeded
+    from aspen.quic.framing import FrameDecoder
+
+    decoder = FrameDecoder()
+    assert decoder.feed((100_000).to_bytes(4, "big") + b"x" * 10) == []
+    with pytest.raises(LimitExceeded):
+        decoder.set_limit(4096)
+    assert decoder.buffered_bytes == 0  # what was held is dropped
+    ok = FrameDecoder()
+    ok.set_limit(4096)
+    assert ok.feed((3).to_bytes(4, "big") + b"abc") == [b"abc"]
+    with pytest.raises(LimitExceeded):
+        ok.feed((4097).to_bytes(4, "big"))
