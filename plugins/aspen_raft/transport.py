@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from aspen import worker_messages as wm
 from aspen.cluster_secret import PURPOSE_RAFT_RPC, ClusterSecret
@@ -101,6 +101,14 @@ class RaftTransport:
                                  registry=registry)
         self._dropped = Counter("aspen_raft_messages_dropped", "outbound Raft messages dropped by reason",
                                 ["reason"], registry=registry)
+        # Per peer (labelled by node id; members are bounded by MAX_MEMBERS, so is the cardinality).
+        self._peer_bytes_out = Counter("aspen_raft_peer_bytes_sent", "raft-rpc frame bytes sent, by peer node",
+                                       ["peer"], registry=registry)
+        self._peer_bytes_in = Counter("aspen_raft_peer_bytes_received", "raft-rpc frame bytes received, by peer node",
+                                      ["peer"], registry=registry)
+        self._peer_connected = Gauge("aspen_raft_peer_connected",
+                                     "1 while a usable raft-rpc connection to the peer node is held", ["peer"],
+                                     registry=registry)
         self._refused = Counter("aspen_raft_rpc_refused", "inbound raft-rpc connections or frames refused",
                                 ["reason"], registry=registry)
 
@@ -153,6 +161,7 @@ class RaftTransport:
                 self._dropped.labels("unreachable").inc(dropped)
                 logger.debug("raft-rpc to node %d failed: %r; dropped %d messages", peer.node_id, exc, dropped)
                 peer.conn = None
+                self._peer_connected.labels(str(peer.node_id)).set(0)
                 peer.streams.clear()
                 await asyncio.sleep(REDIAL_BACKOFF_MS / 1000)
 
@@ -166,6 +175,7 @@ class RaftTransport:
                         int((now - peer.unanswered_since) * 1000))
             peer.conn.close(0, "silent peer")
             peer.conn = None
+            self._peer_connected.labels(str(peer.node_id)).set(0)
             peer.streams.clear()
             peer.unanswered_since = now
 
@@ -226,16 +236,20 @@ class RaftTransport:
                 else:
                     small.append(message.payload)
                     size += len(message.payload)
+            label = str(peer.node_id)
             if small:
                 stream = await self._stream(peer, False)
-                await asyncio.wait_for(stream.write_frame(encode_frame(RaftFrame(self._node_id, small))),
-                                       SEND_TIMEOUT_MS / 1000)
+                body = encode_frame(RaftFrame(self._node_id, small))
+                await asyncio.wait_for(stream.write_frame(body), SEND_TIMEOUT_MS / 1000)
                 self._sent.labels("small").inc(len(small))
+                self._peer_bytes_out.labels(label).inc(len(body))
             for message in large:
                 stream = await self._stream(peer, True)
-                await asyncio.wait_for(stream.write_frame(encode_frame(RaftFrame(self._node_id, [message.payload]))),
-                                       SEND_TIMEOUT_MS / 1000)
+                body = encode_frame(RaftFrame(self._node_id, [message.payload]))
+                await asyncio.wait_for(stream.write_frame(body), SEND_TIMEOUT_MS / 1000)
                 self._sent.labels("large").inc()
+                self._peer_bytes_out.labels(label).inc(len(body))
+            self._peer_connected.labels(label).set(1 if peer.conn is not None else 0)
 
     def _serve_dialed(self, conn: PeerConnection) -> None:
         """Read what the peer sends back on a connection we dialed: a peer without a dialable
@@ -320,6 +334,7 @@ class RaftTransport:
             # One ring operation (and at most one worker wake-up) per frame.
             await self._deliver([wm.RaftReceive(frame.from_node, payload) for payload in frame.payloads])
             self._received.inc(len(frame.payloads))
+            self._peer_bytes_in.labels(str(frame.from_node)).inc(len(body))
 
 
 __all__ = ["RaftTransport", "RAFT_ALPN", "MAX_QUEUED_MESSAGES_PER_PEER"]

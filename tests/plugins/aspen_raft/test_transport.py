@@ -73,6 +73,10 @@ def test_messages_flow_both_ways_in_order() -> None:
             b.transport.send_batch(wm.RaftSendBatch([wm.RaftSend(1, b"reply")]))
             _, back = await asyncio.wait_for(a.inbox.get(), DELIVERY_TIMEOUT_S)
             assert back == wm.RaftReceive(2, b"reply")
+            sent = a.registry.get_sample_value("aspen_raft_peer_bytes_sent_total", {"peer": "2"})
+            received = b.registry.get_sample_value("aspen_raft_peer_bytes_received_total", {"peer": "1"})
+            assert sent is not None and sent >= 50 * 2 and sent == received  # per-peer bytes, both ends
+            assert a.registry.get_sample_value("aspen_raft_peer_connected", {"peer": "2"}) == 1.0
         finally:
             await close(a, b)
 
