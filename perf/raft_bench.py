@@ -117,10 +117,39 @@ def core_batched(n: int, *, wire: bool = False, one_call_each: bool = False) -> 
     return rounds * BATCH / elapsed
 
 
+DURABLE_PER_ENTRY = 2_000  # per-entry syncs measured (about a second on this disk)
+DURABLE_GROUP_ENTRIES = 100_000  # entries per group-commit figure
+DURABLE_GROUP_BATCHES = (64, 1024)
+
+
+def durable_rows() -> list[Row]:
+    """Durable appends/s of 100-byte entries on this disk: one sync per entry vs group commit
+    (the same functions as perf/storage_bench.py, which has the full sweep)."""
+    import tempfile
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from storage_bench import bench_storage  # noqa: E402  (perf/ is not a package on purpose)
+
+    directory = tempfile.mkdtemp(prefix="aspen-raft-bench-")
+    try:
+        per_entry, _ = bench_storage(directory, 1, DURABLE_PER_ENTRY)
+        rows = [Row("durable append, sync per entry (100 B)", "entries/s", per_entry)]
+        for batch in DURABLE_GROUP_BATCHES:
+            rate, _ = bench_storage(directory, batch, DURABLE_GROUP_ENTRIES)
+            rows.append(Row(f"durable append, group commit {batch}/sync", "entries/s", rate, per_entry,
+                            "sync per entry"))
+        return rows
+    finally:
+        import shutil
+
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--proposals", type=int, default=200_000, help="batched proposals per figure")
     parser.add_argument("--single", type=int, default=5_000, help="single proposals for the baseline")
+    parser.add_argument("--no-disk", action="store_true", help="skip the durable-append figures")
     add_json_argument(parser)
     args = parser.parse_args()
     single = core_single(args.single)
@@ -133,7 +162,9 @@ def main() -> None:
         Row(f"core_batched_calls x{BATCH} (propose() each)", "proposals/s", calls, single, "core_single"),
         Row(f"core_batched_wire x{BATCH} (msgpack codec)", "proposals/s", wire, batched, "core_batched"),
     ]
-    emit("Raft core throughput (sans-IO, in-process 3-node cluster)", rows, args.json)
+    if not args.no_disk:
+        rows += durable_rows()
+    emit("Raft: core throughput (sans-IO, in-process 3-node cluster) and durable appends", rows, args.json)
 
 
 if __name__ == "__main__":
