@@ -342,7 +342,10 @@ class RaftCore(LeaderMixin):
                 pass  # a granted pre-vote echoes the future term; ours does not change
             else:
                 leader = msg.from_id if isinstance(msg, (AppendEntries, Heartbeat, InstallSnapshot)) else NO_NODE
-                self._become_follower(msg.term, leader)
+                # With pre-vote, a higher-term vote request comes only from a candidate a majority
+                # found up to date, so the usual reset is harmless; without it, see _become_follower.
+                keep_timer = isinstance(msg, RequestVote) and not self._cfg.pre_vote
+                self._become_follower(msg.term, leader, keep_election_timer=keep_timer)
         elif msg.term < self.term:
             if isinstance(msg, (AppendEntries, Heartbeat, InstallSnapshot)):
                 # A stale leader (maybe cut off while we moved on through pre-vote) must learn
@@ -475,7 +478,12 @@ class RaftCore(LeaderMixin):
             self._read_states.append(ReadState(request_id, 0, False))
         self._forwarded_reads.clear()
 
-    def _become_follower(self, term: int, leader_id: int) -> None:
+    def _become_follower(self, term: int, leader_id: int, *, keep_election_timer: bool = False) -> None:
+        """Step down to follower at `term`. `keep_election_timer`: the step-down comes from a vote
+        request, which resets the timer only if granted (thesis Fig. 3.1: the timer restarts on
+        hearing the leader or granting a vote). Without pre-vote, resetting it on every higher-term
+        request lets a candidate with a stale log, retrying forever, keep the only electable node
+        from ever timing out (a livelock the simulator found, seed 7980 with pre_vote off)."""
         if self._forwarded_reads and leader_id != self.leader_id:
             self._fail_forwarded_reads()
         was_leader = self.role is Role.LEADER
@@ -486,7 +494,8 @@ class RaftCore(LeaderMixin):
         self.leader_id = leader_id
         if leader_id != NO_NODE:
             self._leader_contact_ms = self._now_ms
-        self._reset_election_timer()
+        if not keep_election_timer or was_leader or self._election_deadline_ms <= self._now_ms:
+            self._reset_election_timer()
         self._votes = {}
         if was_leader:
             self.progress = {}

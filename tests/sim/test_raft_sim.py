@@ -78,3 +78,15 @@ def test_the_two_checkers_agree() -> None:
         sim = RaftSimulation(seed)
         sim.cross_check = True
         sim.run()
+
+
+# Seeds that once failed, each for the bug it caught; they run in CI on top of the seed range.
+# 450: a candidate below its peers' term forever; 988: checker budget exhausted; 1538: apply
+# restarted at the compaction point; 7980: livelock without pre-vote (election timer reset by a
+# stale candidate's vote requests).
+REGRESSION_SEEDS = [450, 988, 1538, 7980]
+
+
+@pytest.mark.parametrize("seed", REGRESSION_SEEDS)
+def test_regression_seed(seed: int) -> None:
+    _run(seed)
