@@ -223,15 +223,15 @@ class ClusterService:
             except ValueError as exc:
                 raise ApiError(422, f"invalid request body: {exc} - at `endpoint_addr` of node {node.id}") from None
         if node.raft_addr:
-            for spec in (f"{node.id}@{node.raft_addr}",):
-                try:
-                    _, addr = parse_peer_spec(spec)
-                    known = self._view.peers.get(node.id)
-                    if known is not None and known.addr.endpoint_id == addr.endpoint_id:
-                        addr = known.addr
-                    return member_addr_text(addr, node.addr, node.raft_addr)
-                except ValueError:
-                    pass  # the Rust docs put arbitrary text here; fall through to the peer map
+            try:
+                _, addr = parse_peer_spec(f"{node.id}@{node.raft_addr}")
+            except ValueError:
+                pass  # the Rust docs put arbitrary text here; fall through to the peer map
+            else:
+                known = self._view.peers.get(node.id)
+                if known is not None and known.addr.endpoint_id == addr.endpoint_id:
+                    addr = known.addr
+                return member_addr_text(addr, node.addr, node.raft_addr)
         known = self._view.peers.get(node.id)
         if known is None:
             raise ApiError(400, f"no address known for node {node.id}: pass endpoint_addr, start it with "
@@ -364,10 +364,6 @@ class ClusterService:
         except WorkerUnavailable as exc:
             reply = wm.ErrorReply(0, f"raft worker unavailable on the leader: {exc}", 503)
         return wm.encode(reply)
-
-
-def endpoint_is_member(view: ClusterView, endpoint_id: EndpointId) -> bool:
-    return view.member_node_id(endpoint_id) is not None
 
 
 __all__ = ["ClusterService", "TICKET_PROVIDER_KEY", "CLIENT_ALPN", "CLIENT_REQUEST_TIMEOUT_MS", "MAX_FORWARD_ATTEMPTS"]

@@ -56,6 +56,22 @@ def http(base: str, method: str, path: str, body: Any = None, *, timeout_s: floa
         return status, raw.decode(errors="replace")
 
 
+def read_ready_line(proc: subprocess.Popen[bytes], timeout_s: float) -> dict[str, Any] | None:
+    """The JSON `ready` line `aspen run` prints on stdout, or None if the process exits or the
+    time runs out first."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    buf = b""
+    while b"\n" not in buf:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or proc.poll() is not None:
+            return None
+        ready, _, _ = select.select([proc.stdout], [], [], min(remaining, 0.2))
+        if ready:
+            buf += os.read(proc.stdout.fileno(), 65536)
+    return dict(json.loads(buf.split(b"\n", 1)[0]))
+
+
 @dataclass
 class LocalNode:
     node_id: int
@@ -85,18 +101,12 @@ class LocalNode:
         log.close()
 
     def wait_ready(self, timeout_s: float = NODE_READY_TIMEOUT_S) -> dict[str, Any]:
-        assert self.proc is not None and self.proc.stdout is not None
-        deadline = time.monotonic() + timeout_s
-        buf = b""
-        while b"\n" not in buf:
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise ClusterError(f"node {self.node_id} did not start (exit {self.proc.poll()}); "
-                                   f"see {self.data_dir.parent}/node-{self.node_id}.log")
-            ready, _, _ = select.select([self.proc.stdout], [], [], 0.2)
-            if ready:
-                chunk = os.read(self.proc.stdout.fileno(), 65536)
-                buf += chunk
-        self.ready = json.loads(buf.split(b"\n", 1)[0])
+        assert self.proc is not None
+        ready = read_ready_line(self.proc, timeout_s)
+        if ready is None:
+            raise ClusterError(f"node {self.node_id} did not start (exit {self.proc.poll()}); "
+                               f"see {self.data_dir.parent}/node-{self.node_id}.log")
+        self.ready = ready
         return self.ready
 
     def call(self, method: str, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
@@ -206,6 +216,17 @@ class LocalCluster:
             time.sleep(0.05)
         raise ClusterError(f"no leader within {timeout_s} s")
 
+    def metric(self, node_id: int, name: str, labels: str = "") -> float:
+        """One sample from node `node_id`'s /metrics (`labels` as written there), 0.0 if absent."""
+        status, text = self.nodes[node_id].call("GET", "/metrics")
+        if status != 200:
+            raise ClusterError(f"/metrics on node {node_id}: {status}")
+        prefix = f"{name}{{{labels}}}" if labels else name
+        for line in str(text).splitlines():
+            if line.startswith(prefix + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
     def write(self, node_id: int, key: str, value: str) -> tuple[int, Any]:
         return self.nodes[node_id].call("POST", "/write", {"command": {"Set": {"key": key, "value": value}}})
 
@@ -244,4 +265,5 @@ def format_status(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["LocalCluster", "LocalNode", "ClusterError", "http", "format_status", "FAST_TIMING_ARGS"]
+__all__ = ["LocalCluster", "LocalNode", "ClusterError", "http", "read_ready_line", "format_status",
+           "FAST_TIMING_ARGS"]

@@ -137,8 +137,8 @@ class PluginHost:
 def plugin_info(name: str, module: ModuleType) -> PluginInfo:
     fn = getattr(module, "aspen_plugin_info", None)
     if fn is None:
-        return PluginInfo(kind="mixed", description=(module.__doc__ or "").strip().splitlines()[0:1][0]
-                          if module.__doc__ else "(no description)")
+        lines = (module.__doc__ or "").strip().splitlines()
+        return PluginInfo(kind="mixed", description=lines[0] if lines else "(no description)")
     info = fn()
     if not isinstance(info, PluginInfo):
         raise PluginError(name, "aspen_plugin_info must return a PluginInfo")

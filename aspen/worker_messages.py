@@ -36,13 +36,6 @@ class Shutdown(msgspec.Struct, tag="shutdown", frozen=True):
     """Finish what is in hand, sync, and exit 0."""
 
 
-class Crash(msgspec.Struct, tag="crash", frozen=True):
-    """Exit at once with `exit_code` without cleanup: lets tests and operators exercise the
-    supervisor's restart path on purpose (`POST /admin/worker/crash`)."""
-
-    exit_code: int = 70
-
-
 class Ready(msgspec.Struct, tag="ready", frozen=True):
     """First message from a new worker: it has attached both rings and is serving."""
 
@@ -213,7 +206,7 @@ class StateUpdate(msgspec.Struct, tag="state_update", frozen=True):
     addrs: dict[int, str]
 
 
-ToWorker = (Ping | Echo | StatusRequest | Shutdown | Crash | RaftReceive | ClientWrite | ClientRead | InitCluster
+ToWorker = (Ping | Echo | StatusRequest | Shutdown | RaftReceive | ClientWrite | ClientRead | InitCluster
             | AddLearner | ChangeMembership | TriggerSnapshot | RaftStatusRequest)
 FromWorker = (Ready | Pong | EchoReply | StatusReply | ErrorReply | RaftSendBatch | WriteDone | ReadDone | NotLeader
               | ClusterState | SnapshotDone | RaftStatus | StateUpdate)
@@ -245,7 +238,7 @@ __all__ = [
     "RaftReceive", "ClientWrite", "ClientRead", "InitCluster", "AddLearner", "ChangeMembership",
     "TriggerSnapshot", "RaftStatusRequest", "RaftSend", "RaftSendBatch", "WriteDone", "ReadDone",
     "NotLeader", "ClusterState", "SnapshotDone", "RaftStatus", "StateUpdate",
-    "Ping", "Echo", "StatusRequest", "Shutdown", "Crash", "Ready", "Pong", "EchoReply",
+    "Ping", "Echo", "StatusRequest", "Shutdown", "Ready", "Pong", "EchoReply",
     "StatusReply", "ErrorReply", "ToWorker", "FromWorker", "encode", "decode_to_worker",
     "decode_from_worker", "MAX_WORKER_MESSAGE_SIZE",
 ]

@@ -94,8 +94,6 @@ class Worker:
             case wm.Shutdown():
                 self._stopping = True
                 return []
-            case wm.Crash(exit_code=code):
-                os._exit(code)  # on purpose: no cleanup, like a real crash
             case _:
                 if self._raft is None:
                     rid = getattr(message, "request_id", 0)

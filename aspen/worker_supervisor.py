@@ -221,7 +221,7 @@ class WorkerSupervisor:
             self._pending.pop(request_id, None)
 
     async def send(self, message: wm.ToWorker) -> None:
-        """Fire-and-forget message (Raft traffic, Crash, Shutdown); waits for ring space."""
+        """Fire-and-forget message (Raft traffic, Shutdown); waits for ring space."""
         await self.send_many([message])
 
     async def send_many(self, messages: list[wm.ToWorker]) -> None:

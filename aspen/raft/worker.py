@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aspen import worker_messages as wm
-from aspen.errors import LimitExceeded, StorageError, WireDecodeError
+from aspen.errors import LimitExceeded, WireDecodeError
 from aspen.raft import kv
 from aspen.raft.config import RaftConfig
 from aspen.raft.core import RaftCore
@@ -501,9 +501,4 @@ class RaftWorker:
             fsync_seconds_max=self.fsync_seconds_max)
 
 
-def addr_text(addr_json: dict[str, object], http_addr: str = "") -> str:
-    """The membership's opaque address text for a node: its EndpointAddr JSON plus HTTP address."""
-    return json.dumps({"endpoint_addr": addr_json, "addr": http_addr}, separators=(",", ":"))
-
-
-__all__ = ["RaftWorker", "MAX_PENDING_CLIENT_REQUESTS", "addr_text", "StorageError"]
+__all__ = ["RaftWorker", "MAX_PENDING_CLIENT_REQUESTS"]

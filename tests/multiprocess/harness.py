@@ -5,17 +5,15 @@ Every wait is bounded; `NodeProcess.cleanup()` kills whatever is left (the node 
 
 from __future__ import annotations
 
-import json
 import os
-import select
 import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
+
+from aspen.localcluster import http, read_ready_line
 
 READY_TIMEOUT_S = 60.0  # Python start-up of two processes on a loaded 2-core machine
 
@@ -87,20 +85,11 @@ class NodeProcess:
         return self
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> dict[str, Any]:
-        assert self.proc is not None and self.proc.stdout is not None
-        deadline = time.monotonic() + timeout_s
-        buf = b""
-        while b"\n" not in buf:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self.proc.poll() is not None:
-                raise AssertionError(f"node not ready (rc={self.proc.poll()}): {self.stderr()[-2000:]}")
-            ready, _, _ = select.select([self.proc.stdout], [], [], min(remaining, 0.5))
-            if ready:
-                chunk = os.read(self.proc.stdout.fileno(), 65536)
-                if not chunk:
-                    continue
-                buf += chunk
-        self.ready = json.loads(buf.split(b"\n", 1)[0])
+        assert self.proc is not None
+        ready = read_ready_line(self.proc, timeout_s)
+        if ready is None:
+            raise AssertionError(f"node not ready (rc={self.proc.poll()}): {self.stderr()[-2000:]}")
+        self.ready = ready
         return self.ready
 
     @property
@@ -113,20 +102,7 @@ class NodeProcess:
         return f"http://{self.ready['http_addr']}"
 
     def http(self, method: str, path: str, body: Any = None, timeout_s: float = 10.0) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base_url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"} if data else {})
-        try:
-            with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-                raw = resp.read()
-                status = resp.status
-        except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            status = exc.code
-        try:
-            return status, json.loads(raw)
-        except ValueError:
-            return status, raw.decode(errors="replace")
+        return http(self.base_url, method, path, body, timeout_s=timeout_s)
 
     def stderr(self) -> str:
         try:

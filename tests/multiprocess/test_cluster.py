@@ -39,16 +39,6 @@ def fresh3(tmp_path: Path) -> Iterator[LocalCluster]:
         yield c
 
 
-def metric(c: LocalCluster, node: int, name: str, labels: str = "") -> float:
-    status, text = c.nodes[node].call("GET", "/metrics")
-    assert status == 200
-    prefix = f"{name}{{{labels}}}" if labels else name
-    for line in str(text).splitlines():
-        if line.startswith(prefix + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def test_smoke_flow(tmp_path: Path) -> None:
     figures = run_smoke(tmp_path, log=lambda line: None)
     assert figures["failover_s"] <= 3.0
@@ -156,7 +146,7 @@ def test_follower_worker_killed_alone_is_restarted_and_catches_up(fresh3: LocalC
     while not recovered():
         assert time.monotonic() < deadline, "worker was not restarted"
         time.sleep(0.1)
-    assert metric(c, follower, "aspen_worker_restarts_total") == 1.0
+    assert c.metric(follower, "aspen_worker_restarts_total") == 1.0
     deadline = time.monotonic() + 30
     while c.read(follower, "during-9", "stale") != (200, {"key": "during-9", "value": "9"}):
         assert time.monotonic() < deadline, "restarted worker did not catch up"
@@ -175,7 +165,7 @@ def test_non_member_endpoint_is_refused(cluster3: LocalCluster) -> None:
     leader = c.wait_leader()
     target = next(i for i in (1, 2, 3) if i != leader)
     _, before = c.nodes[target].call("GET", "/raft-metrics")
-    refused_before = metric(c, target, "aspen_raft_rpc_refused_total", 'reason="not_member"')
+    refused_before = c.metric(target, "aspen_raft_rpc_refused_total", 'reason="not_member"')
     addr = EndpointAddr.from_json(c.nodes[target].ready["endpoint_addr"])
     forged = AppendEntries(leader, target, before["current_term"] + 5, 0, 0, [], 0)
 
@@ -197,7 +187,7 @@ def test_non_member_endpoint_is_refused(cluster3: LocalCluster) -> None:
     time.sleep(0.5)
     _, after = c.nodes[target].call("GET", "/raft-metrics")
     assert after["current_term"] == before["current_term"]
-    assert metric(c, target, "aspen_raft_rpc_refused_total", 'reason="not_member"') == refused_before + 1
+    assert c.metric(target, "aspen_raft_rpc_refused_total", 'reason="not_member"') == refused_before + 1
     assert c.write(target, "still", "fine")[0] == 200
 
 

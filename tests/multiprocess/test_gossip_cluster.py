@@ -49,16 +49,6 @@ def peer_ids(c: LocalCluster, node: int) -> dict[int, str]:
     return {p["node_id"]: p["endpoint_addr"]["id"] for p in body["peers"]}
 
 
-def metric(c: LocalCluster, node: int, name: str, labels: str = "") -> float:
-    status, text = c.nodes[node].call("GET", "/metrics")
-    assert status == 200
-    prefix = f"{name}{{{labels}}}" if labels else name
-    for line in str(text).splitlines():
-        if line.startswith(prefix + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def endpoint_id(c: LocalCluster, node: int) -> str:
     return str(c.nodes[node].ready["endpoint_id"])
 
@@ -132,7 +122,7 @@ def test_raft_rpc_without_the_secret_is_refused_before_any_frame(
             await stranger.stop()
 
     asyncio.run(asyncio.wait_for(attack(), WAIT_S))
-    assert metric(c, target, "aspen_raft_rpc_refused_total", 'reason="bad_secret"') >= 1
+    assert c.metric(target, "aspen_raft_rpc_refused_total", 'reason="bad_secret"') >= 1
     _, after = c.nodes[target].call("GET", "/raft-metrics")
     assert after["current_term"] == before["current_term"] and not after["voters"]
 
@@ -162,8 +152,8 @@ def test_wrong_cookie_and_forged_ticket_are_refused_by_swarm_and_raft(
     real = ClusterTicket.decode(ticket)
     forged = ClusterTicket(real.topic_id, bytes(random.Random(6).randbytes(32)), real.bootstrap)
     node1_json = json.dumps(c.nodes[1].ready["endpoint_addr"])
-    unknown_before = metric(c, 1, "aspen_gossip_frames_rejected_total", 'reason="unknown_topic"')
-    bad_tag_before = sum(metric(c, i, "aspen_gossip_core_events_total", 'reason="rejected_bad_membership_tag"')
+    unknown_before = c.metric(1, "aspen_gossip_frames_rejected_total", 'reason="unknown_topic"')
+    bad_tag_before = sum(c.metric(i, "aspen_gossip_core_events_total", 'reason="rejected_bad_membership_tag"')
                          for i in MEMBERS)
     # 6: another cookie (so another topic), pointed at node 1; 7: the right topic, a forged key
     c.add_node(6, FAST_TIMING_ARGS + ("--cookie", "a wrong cookie", "--peers", f"1@{node1_json}"))
@@ -175,8 +165,8 @@ def test_wrong_cookie_and_forged_ticket_are_refused_by_swarm_and_raft(
         for i in MEMBERS:
             assert not rogues & set(peer_ids(c, i).values()), f"a rogue reached node {i}'s peer map"
         time.sleep(0.2)
-    assert metric(c, 1, "aspen_gossip_frames_rejected_total", 'reason="unknown_topic"') > unknown_before
-    assert sum(metric(c, i, "aspen_gossip_core_events_total", 'reason="rejected_bad_membership_tag"')
+    assert c.metric(1, "aspen_gossip_frames_rejected_total", 'reason="unknown_topic"') > unknown_before
+    assert sum(c.metric(i, "aspen_gossip_core_events_total", 'reason="rejected_bad_membership_tag"')
                for i in MEMBERS) > bad_tag_before
     # Raft: even added as a learner by an operator, the forged-ticket node cannot take part: the
     # leader's streams to it fail its secret check (and it never proves the secret back).
@@ -184,7 +174,7 @@ def test_wrong_cookie_and_forged_ticket_are_refused_by_swarm_and_raft(
     status, body = c.nodes[leader].call("POST", "/add-learner", {"learner": {
         "id": 7, "endpoint_addr": c.nodes[7].ready["endpoint_addr"]}}, timeout_s=5)
     deadline = time.monotonic() + WAIT_S
-    while metric(c, 7, "aspen_raft_rpc_refused_total", 'reason="bad_secret"') < 1:
+    while c.metric(7, "aspen_raft_rpc_refused_total", 'reason="bad_secret"') < 1:
         assert time.monotonic() < deadline, "node 7 never refused the leader's raft-rpc"
         time.sleep(0.1)
     _, raft7 = c.nodes[7].call("GET", "/raft-metrics")
@@ -200,7 +190,7 @@ def test_forged_and_replayed_announcements_change_nothing(ticket_cluster: tuple[
     real = ClusterTicket.decode(ticket)
     maps_before = {i: peer_ids(c, i) for i in MEMBERS}
     reasons = ("hijack", "bad_signature", "replayed")
-    before = {r: sum(metric(c, i, "aspen_gossip_announcements_rejected_total", f'reason="{r}"')
+    before = {r: sum(c.metric(i, "aspen_gossip_announcements_rejected_total", f'reason="{r}"')
                      for i in MEMBERS) for r in reasons}
     node2 = EndpointAddr.from_json(c.nodes[2].ready["endpoint_addr"])
 
@@ -251,7 +241,7 @@ def test_forged_and_replayed_announcements_change_nothing(ticket_cluster: tuple[
     deadline = time.monotonic() + WAIT_S
     after: dict[str, float] = {}
     while True:
-        after = {r: sum(metric(c, i, "aspen_gossip_announcements_rejected_total", f'reason="{r}"')
+        after = {r: sum(c.metric(i, "aspen_gossip_announcements_rejected_total", f'reason="{r}"')
                         for i in MEMBERS) for r in reasons}
         if all(after[r] > before[r] for r in reasons):
             break
