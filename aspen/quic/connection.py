@@ -45,6 +45,7 @@ from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.quic.stream import QuicStream
 
 from aspen.identity import EndpointId
+from aspen.quic.packet_crypto import use_zero_copy_crypto
 from aspen.quic.tls_identity import IdentityTlsContext, install_identity_checks
 
 # RFC 9000 §10.3: a stateless reset token is 16 bytes; the smallest reset datagram is 21 bytes
@@ -136,6 +137,8 @@ class AspenQuicConnection(QuicConnection):
 
     def _initialize(self, peer_cid: bytes) -> None:
         super()._initialize(peer_cid)
+        for pair in self._cryptos.values():
+            use_zero_copy_crypto(pair)
         install_identity_checks(self.tls, expected_peer_id=self._aspen_expected_peer_id)
 
     def _replenish_connection_ids(self) -> None:
