@@ -121,3 +121,14 @@ def test_identity_checks_install_once_and_only_on_plain_contexts() -> None:
     install_identity_checks(context, expected_peer_id=None)
     with pytest.raises(TypeError):
         install_identity_checks(context, expected_peer_id=None)
+
+
+def test_a_dialer_generates_one_x25519_key_share_and_still_completes() -> None:
+    ck, sk = SecretKey.generate(), SecretKey.generate()
+    client, server = make_pair(ck, sk)
+    handshake(client, server)
+    assert client.remote_id == sk.public() and server.remote_id == ck.public()
+    # aioquic's default would also have generated P-256, P-384 and X448 keys (~1 ms per dial).
+    assert client.tls._x25519_private_key is not None
+    assert client.tls._ec_private_keys == [] and client.tls._x448_private_key is None
+    assert server.tls._supported_groups != [tls.Group.X25519]  # acceptors take any group
