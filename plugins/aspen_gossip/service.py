@@ -18,8 +18,10 @@ the outputs in order (`_execute`), nothing else:
   the earliest deadline. Timers are never cancelled (the core ignores stale ones).
 - `DisconnectPeer(peer, reason)`: the link finishes its stream (FIN) once the frames queued before
   it are written, then goes away; a peer refused for a bad membership tag also has its
-  connections closed. The connection itself is otherwise left to QUIC's idle timeout (closing it
-  at once could drop the queued `Disconnect` frame, and the other side may still be using it).
+  connections closed at once. Otherwise the connections to the peer are closed
+  `DISCONNECT_LINGER_MS` later if by then no topic uses the peer (not active, not pending, no
+  link with frames to send): closing at once could drop the queued `Disconnect` frame, and
+  leaving it to QUIC's idle timeout kept every former neighbor's connection open for 30 s.
 - `PeerData(peer, addr)`: remembered in the address book (bounded LRU) for later dials.
 
 Inbound: every stream a peer opens (on any connection, whoever dialed it) must start with a
@@ -128,6 +130,10 @@ DIAL_TIMEOUT_MS = 5_000
 # A link towards a peer that is neither a neighbor nor pending (it got a ShuffleReply, a refusal)
 # is finished after this much silence, so streams and links do not pile up. guess: revisit.
 LINK_IDLE_TIMEOUT_MS = 30_000
+# DisconnectPeer -> close the peer's connections if no topic uses it by then: time for the queued
+# Disconnect frame and the FIN to arrive (a few RTTs, one PTO if a packet is lost). guess: revisit
+# over relays; far below the QUIC idle timeout (30 s) that used to close them.
+DISCONNECT_LINGER_MS = 1_000
 STOP_FLUSH_TIMEOUT_MS = 500  # time for the Disconnect frames of Quit to leave at shutdown. guess
 
 # frames_rejected reasons
@@ -267,6 +273,8 @@ class GossipService:
         self.dropped = CountMap[str]()  # what a bound dropped, by which bound
         self.disconnects = CountMap[str]()  # DisconnectPeer reasons
         self.dial_failures = 0
+        self._lingering: set[PeerId] = set()  # peers with a _close_when_unused task (<= links)
+        self.connections_closed = 0  # connections closed because no topic used the peer any more
         self._collector = _GossipCollector(self)
         registry.register(self._collector)
 
@@ -350,6 +358,11 @@ class GossipService:
             infos.append(PeerInfo(addr.endpoint_id.raw, addr.to_wire()))
         if infos:
             self._feed(self._state(topic_id), JoinPeers(tuple(infos)))
+
+    def leave(self, topic_id: bytes) -> None:
+        """Leave the topic: Disconnect to every neighbor (their connections close shortly after,
+        see DISCONNECT_LINGER_MS). The topic stays; a later `join` enters the swarm again."""
+        self._feed(self._state(topic_id), Quit())
 
     def broadcast(self, topic_id: bytes, content: bytes, scope: int = SCOPE_SWARM) -> None:
         """Publish `content` on the topic.
@@ -455,6 +468,9 @@ class GossipService:
         if link is not None:
             link.finish_requested = True
             link.wake.set()
+        if peer not in self._lingering and not self._stopping:
+            self._lingering.add(peer)
+            self._spawn(self._close_when_unused(peer), f"gossip-linger-{peer.hex()[:10]}")
         if reason == REJECT_BAD_TAG:
             # A peer that cannot prove the cluster secret gets nothing more from us on any topic.
             conn = self._conns.pop(peer, None)
@@ -463,6 +479,31 @@ class GossipService:
             for served in list(self._served):
                 if served.remote_id.raw == peer:
                     served.close(0, "not a member of this gossip topic")
+
+    async def _close_when_unused(self, peer: PeerId) -> None:
+        try:
+            await asyncio.sleep(DISCONNECT_LINGER_MS / 1000)
+        finally:
+            self._lingering.discard(peer)
+        if self._stopping or self._peer_in_use(peer):
+            return
+        conns = [c for c in self._served if c.remote_id.raw == peer]
+        dialed = self._conns.pop(peer, None)
+        if dialed is not None and dialed not in conns:
+            conns.append(dialed)
+        for conn in conns:
+            self.connections_closed += 1
+            conn.close(0, "gossip: no longer a neighbor")
+
+    def _peer_in_use(self, peer: PeerId) -> bool:
+        for state in self._topics.values():
+            view = state.topic.hyparview
+            if peer in view.active or peer in view.pending:
+                return True
+            link = state.links.get(peer)
+            if link is not None and (link.queue or not link.finish_requested):
+                return True
+        return False
 
     def _remember(self, peer: PeerId, addr: EndpointAddr) -> None:
         if peer == self.me.raw or addr.endpoint_id.raw != peer:
@@ -695,6 +736,10 @@ class _GossipCollector(Collector):
         dial = CounterMetricFamily("aspen_gossip_dial_failures", "gossip dials that failed")
         dial.add_metric([], s.dial_failures)
         yield dial
+        closed = CounterMetricFamily("aspen_gossip_connections_closed",
+                                     "gossip connections closed after the peer left every topic")
+        closed.add_metric([], s.connections_closed)
+        yield closed
         stats: CountMap[str] = CountMap()
         neighbors = GaugeMetricFamily("aspen_gossip_neighbors", "active view size per topic", labels=["topic"])
         passive = GaugeMetricFamily("aspen_gossip_passive_peers", "passive view size per topic", labels=["topic"])

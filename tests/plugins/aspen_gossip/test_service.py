@@ -274,3 +274,24 @@ def test_raw_length_prefix_helper_matches_the_stream_framing() -> None:
     # The rogue above writes bodies through QuicPeerStream.write_frame; this pins the framing the
     # service expects on the wire (4-byte big-endian length, then the body).
     assert length_prefixed(b"abc") == b"\x00\x00\x00\x03abc"
+
+
+def test_connections_close_soon_after_the_peer_leaves_not_at_the_idle_timeout() -> None:
+    async def scenario(nodes: list[GossipNode]) -> None:
+        a, b = nodes
+        b.service.join(b.topic_id, [a.addr])
+        await wait_for(lambda: a.service.neighbor_count(a.topic_id) == 1 == b.service.neighbor_count(b.topic_id),
+                       "a and b are neighbors")
+        assert a.endpoint is not None and b.endpoint is not None
+        assert a.endpoint.connection_count() >= 1 and b.endpoint.connection_count() >= 1
+        loop = asyncio.get_running_loop()
+        left_at = loop.time()
+        b.service.leave(b.topic_id)
+        # QUIC's idle timeout (30 s) used to be what closed them; WAIT_S (10 s) is well below it
+        await wait_for(lambda: a.endpoint.connection_count() == 0 == b.endpoint.connection_count(),  # type: ignore[union-attr]
+                       "both sides closed the gossip connection")
+        assert loop.time() - left_at < WAIT_S
+        assert a.service.neighbor_count(a.topic_id) == 0
+        assert a.metric("aspen_gossip_connections_closed_total") + b.metric("aspen_gossip_connections_closed_total") >= 1
+
+    run(scenario, [GossipNode(1), GossipNode(2)])
