@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import aspen
-from aspen.addr import EndpointAddr
+from aspen.addr import MAX_DIRECT_ADDRS, EndpointAddr, SocketAddr
 from aspen.cluster_secret import ClusterSecret
 from aspen.identity import EndpointId
 from aspen.plugin_api import (
@@ -33,6 +33,7 @@ from aspen_gossip.config import (
     GossipConfig,
 )
 from aspen_gossip.discovery import GossipDiscovery
+from aspen_gossip.interfaces import WILDCARD_V4, WILDCARD_V6, local_announce_hosts
 from aspen_gossip.messages import MAX_FRAME_SIZE
 from aspen_gossip.service import GOSSIP_ALPN, GossipService
 
@@ -53,7 +54,28 @@ def _secret(node: NodeContext) -> ClusterSecret:
 
 
 def _own_addr(node: NodeContext) -> EndpointAddr | None:
-    return node.endpoint.endpoint_addr() if node.endpoint is not None else None
+    """Our address as announced and put in tickets: a wildcard bind becomes this host's interface
+    addresses (not loopback, which no other machine can dial; see aspen_gossip.interfaces)."""
+    if node.endpoint is None:
+        return None
+    addr = node.endpoint.endpoint_addr()
+    bind_host = node.config.bind_host
+    if bind_host not in (WILDCARD_V4, WILDCARD_V6):
+        return addr
+    # endpoint_addr() shows a wildcard bind as loopback; the ports are the bound ones
+    return addr_for_bound(addr, [SocketAddr(bind_host, direct.port) for direct in addr.direct_addrs])
+
+
+def addr_for_bound(addr: EndpointAddr, bound: list[SocketAddr]) -> EndpointAddr:
+    """`addr` with its direct addresses rebuilt from the `bound` sockets, wildcards expanded."""
+    direct: list[SocketAddr] = []
+    for sock in bound:
+        for host in local_announce_hosts(sock.host):
+            if len(direct) < MAX_DIRECT_ADDRS and SocketAddr(host, sock.port) not in direct:
+                direct.append(SocketAddr(host, sock.port))
+    if not direct:
+        return addr
+    return EndpointAddr(addr.endpoint_id, addr.relay_url, tuple(direct))
 
 
 def _service(node: NodeContext) -> GossipService:
