@@ -12,6 +12,10 @@ call, a 4-byte length prefix + body each way, FIN after each side's frame.
   raw     aioquic.asyncio connect()/serve() with stream reader/writer, against this script's
           --serve-raw mode; no client certificate, no identity checks; it cannot probe (its
           STREAM frames break above 16383 bytes, see aspen/quic/connection.py)
+  iroh    Rust iroh through its official Python bindings (`pip install 'aspen[bench]'`), client
+          and server each in its own process inside a loopback-only network namespace
+          (`unshare --net`, see "iroh" below); iroh's own transport settings (it negotiates
+          its datagram size itself). Skipped with a note if unavailable.
 
 Rows: handshake (fresh connection to a running server; ours also waits for HANDSHAKE_DONE,
 since the server only sends it after checking our key), 10 MiB one-way + 8-byte ack, 10 MiB
@@ -19,25 +23,29 @@ echo, 64-byte RPCs/s at concurrency 1 and 32. Each is reported as wall time and 
 both processes (client + server, from /proc/PID/schedstat): on a shared, overloaded machine the
 wall times mostly measure how much CPU the scheduler gave us, the CPU times what the work costs. Systems alternate bench by bench, round by round
 (--repeat rounds), and each keeps its best round: the machine is shared, the best run is the
-least disturbed one. Ratio = aspen / raw (for ms lower is better,
-for MB/s and RPC/s higher is better).
+least disturbed one. Ratio = aspen / raw, and in the "vs iroh" rows aspen / iroh (for ms lower
+is better, for MB/s and RPC/s higher is better). With iroh, a three-column table follows.
 
     .venv/bin/python perf/rpc_bench.py [--datagram-size 1452] [--repeat 3] [--json PATH]
+                                       [--systems aspen,aspen-pmtu,raw,iroh] [--benches ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import json
 import os
 import select
+import shutil
 import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -59,7 +67,7 @@ from aspen.units import MiB  # noqa: E402
 
 BIG_SIZE = 10 * MiB
 SMALL_SIZE = 64
-HANDSHAKES = 10
+HANDSHAKES = 20  # per round; the row is the median of a round
 SMALL_RPCS = {1: 300, 32: 1_280}
 READY_TIMEOUT_S = 30.0
 RPC_TIMEOUT_S = 30.0  # one call, even a 10 MiB one on a loaded machine
@@ -67,6 +75,8 @@ ECHO_ALPN = "aspen-echo/1"
 SINK_ALPN = "aspen-test-sink/1"
 RAW_ECHO_ALPN = "raw-echo"
 RAW_SINK_ALPN = "raw-sink"
+IROH_ECHO_ALPN = b"iroh-bench-echo"
+IROH_SINK_ALPN = b"iroh-bench-sink"
 
 
 def quic_settings(datagram_size: int) -> dict[str, object]:
@@ -240,6 +250,221 @@ class RawSystem(System):
         self._clients.clear()
 
 
+# iroh (optional: pip install 'aspen[bench]') ------------------------------------------------
+#
+# The iroh package is the official Python binding (uniffi) of Rust iroh. Two things are set up so
+# that its figures mean what ours mean:
+#
+# * No traffic leaves this machine. preset_minimal + RelayMode.disabled() turns off relays and
+#   discovery, but iroh still probes for a UPnP/PCP port mapper (an SSDP M-SEARCH multicast to
+#   239.255.255.250, seen with strace), which the binding cannot switch off. So the iroh client
+#   and server run in their own network namespace (`unshare --net`) whose only interface is
+#   loopback: there is no route for anything else. Without unshare (not root), no iroh column.
+# * uniffi's generated `_UniffiRustBufferBuilder.write` copies bytes into Rust one byte per
+#   Python loop iteration (~8.7 s for 10 MiB); `fix_iroh_byte_copy` replaces it with a memmove,
+#   the fix the issue's reference figure (~36 ms per 10 MiB) was measured with.
+
+
+def fix_iroh_byte_copy() -> None:
+    from iroh import iroh_ffi
+
+    def write(self: Any, value: bytes) -> None:
+        size = len(value)
+        with self._reserve(size):
+            address = ctypes.cast(self.rbuf.data, ctypes.c_void_p).value
+            assert address is not None
+            ctypes.memmove(address + self.rbuf.len, bytes(value), size)
+
+    iroh_ffi._UniffiRustBufferBuilder.write = write
+
+
+def iroh_options(alpns: list[bytes]) -> Any:
+    import iroh
+    return iroh.EndpointOptions(preset=iroh.preset_minimal(), bind_addr="127.0.0.1:0",
+                                relay_mode=iroh.RelayMode.disabled(), alpns=alpns)
+
+
+async def iroh_server() -> None:
+    import iroh
+    fix_iroh_byte_copy()
+    endpoint = await iroh.Endpoint.bind(iroh_options([IROH_ECHO_ALPN, IROH_SINK_ALPN]))
+    tasks: set[asyncio.Future[None]] = set()
+
+    def spawn(coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def serve_stream(bi: Any, alpn: bytes) -> None:
+        recv, send = bi.recv(), bi.send()
+        size = int.from_bytes(await recv.read_exact(4), "big")
+        body = await recv.read_exact(size)
+        reply = body if alpn == IROH_ECHO_ALPN else size.to_bytes(8, "big")
+        await send.write_all(len(reply).to_bytes(4, "big") + reply)
+        await send.finish()
+
+    async def serve_connection(incoming: Any) -> None:
+        try:
+            accepting = await incoming.accept()
+            alpn = await accepting.alpn()
+            conn = await accepting.connect()
+            while True:
+                spawn(serve_stream(await conn.accept_bi(), alpn))
+        except iroh.IrohError:
+            pass  # connection closed
+
+    async def accept_loop() -> None:
+        while (incoming := await endpoint.accept_next()) is not None:
+            spawn(serve_connection(incoming))
+
+    spawn(accept_loop())
+    port = next(int(a.rsplit(":", 1)[1]) for a in endpoint.bound_sockets() if a.startswith("127."))
+    print(json.dumps({"endpoint_id": endpoint.id().to_bytes().hex(), "port": port}), flush=True)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    fd = sys.stdin.fileno()
+    loop.add_reader(fd, lambda: stop.set() if not os.read(fd, 4096) else None)
+    await stop.wait()
+    await endpoint.close()
+
+
+class IrohSystem(System):
+    """The iroh client, run inside the iroh runner's network namespace."""
+
+    name = "iroh"
+
+    def __init__(self, server: ServerProcess) -> None:
+        import iroh
+        self._iroh = iroh
+        self.addr = iroh.EndpointAddr(iroh.EndpointId.from_bytes(bytes.fromhex(server.info["endpoint_id"])),
+                                      None, [f"127.0.0.1:{server.port}"])
+        self.endpoint: Any = None
+        self._conns: dict[bytes, Any] = {}
+
+    async def start(self) -> None:
+        self.endpoint = await self._iroh.Endpoint.bind(iroh_options([]))
+
+    async def handshake_s(self) -> float:
+        start = time.perf_counter()
+        conn = await self.endpoint.connect(self.addr, IROH_ECHO_ALPN)
+        took = time.perf_counter() - start
+        conn.close(0, b"bench: next handshake")
+        await asyncio.sleep(0.002)
+        return took
+
+    async def rpc(self, alpn_kind: str, body: bytes) -> bytes:
+        alpn = IROH_ECHO_ALPN if alpn_kind == "echo" else IROH_SINK_ALPN
+        conn = self._conns.get(alpn)
+        if conn is None:
+            conn = self._conns[alpn] = await self.endpoint.connect(self.addr, alpn)
+        async with asyncio.timeout(RPC_TIMEOUT_S):
+            bi = await conn.open_bi()
+            send, recv = bi.send(), bi.recv()
+            await send.write_all(len(body).to_bytes(4, "big"))
+            await send.write_all(body)
+            await send.finish()
+            size = int.from_bytes(await recv.read_exact(4), "big")
+            reply: bytes = await recv.read_exact(size)
+            return reply
+
+    async def reset(self) -> None:
+        for conn in self._conns.values():
+            conn.close(0, b"bench: reset")
+        self._conns.clear()
+
+    async def close(self) -> None:
+        await self.reset()
+        if self.endpoint is not None:
+            await self.endpoint.close()
+
+
+async def iroh_runner() -> None:
+    """Inside `unshare --net`: bring up loopback, start the iroh server, then run each bench the
+    parent names on stdin (one JSON line each) and answer {"wall": s, "cpu": s} on stdout."""
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    fix_iroh_byte_copy()
+    server = ServerProcess([sys.executable, str(Path(__file__).resolve()), "--serve-iroh"])
+    system = IrohSystem(server)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    try:
+        await system.start()
+        await system.rpc("echo", b"warm-up")
+        print(json.dumps({"ready": True}), flush=True)
+        while line := await reader.readline():
+            bench_name = json.loads(line)["bench"]
+            try:
+                wall, cpu = await measure_once(system, server, bench_name)
+                print(json.dumps({"wall": wall, "cpu": cpu}), flush=True)
+            except TimeoutError:
+                await system.reset()
+                print(json.dumps({"error": "timeout"}), flush=True)
+    finally:
+        await system.close()
+        server.stop()
+
+
+class IrohRunnerSystem(System):
+    """The parent's handle on the iroh runner process (see iroh_runner)."""
+
+    name = "iroh"
+
+    def __init__(self) -> None:
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "plugins")])
+        self.proc = await asyncio.create_subprocess_exec(
+            "unshare", "--net", "--", sys.executable, str(Path(__file__).resolve()), "--iroh-runner",
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=REPO)
+        reply = await self._reply(READY_TIMEOUT_S)
+        if not reply.get("ready"):
+            raise RuntimeError(f"iroh runner did not start: {reply}")
+
+    async def _reply(self, timeout_s: float) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout_s)
+        if not line:
+            raise RuntimeError("iroh runner exited")
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    async def measure(self, bench_name: str) -> tuple[float, float]:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"bench": bench_name}).encode() + b"\n")
+        await self.proc.stdin.drain()
+        reply = await self._reply(RPC_TIMEOUT_S * 2 + HANDSHAKES)
+        if "error" in reply:
+            raise TimeoutError(reply["error"])
+        return float(reply["wall"]), float(reply["cpu"])
+
+    async def close(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+def iroh_unavailable_reason() -> str | None:
+    """Why there can be no iroh column, or None if there can."""
+    try:
+        import iroh  # noqa: F401
+    except ImportError:
+        return "the iroh package is not installed (pip install 'aspen[bench]')"
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return "unshare/ip not found: iroh needs a loopback-only network namespace"
+    probe = subprocess.run(["unshare", "--net", "--", "true"], capture_output=True)
+    if probe.returncode != 0:
+        return "cannot create a network namespace (unshare --net needs root)"
+    return None
+
+
 # measurements -------------------------------------------------------------------------------
 
 BENCHES = ("handshake", "oneway", "echo", "rpc_c1", "rpc_c32")
@@ -252,11 +477,14 @@ def cpu_s(pid: int | str = "self") -> float:
         return int(fh.read().split()[0]) / 1e9
 
 
-async def measure_once(system: System, server: ServerProcess, bench: str) -> tuple[float, float]:
+async def measure_once(system: System, server: ServerProcess | None, bench: str) -> tuple[float, float]:
     """(wall seconds, client + server CPU seconds) per operation of `bench`.
 
     time.perf_counter, not loop.time(): uvloop's loop clock has millisecond resolution.
     """
+    if isinstance(system, IrohRunnerSystem):
+        return await system.measure(bench)  # measured the same way, inside the runner
+    assert server is not None
     cpu_before = cpu_s() + cpu_s(server.proc.pid)
     if bench == "handshake":
         took = sorted([await system.handshake_s() for _ in range(HANDSHAKES)])
@@ -286,11 +514,12 @@ async def measure_once(system: System, server: ServerProcess, bench: str) -> tup
     return wall, cpu
 
 
-async def bench(args: argparse.Namespace) -> list[Row]:
+async def bench(args: argparse.Namespace) -> tuple[list[Row], dict[str, dict[str, float]]]:
     """Start every system's server, then alternate systems bench by bench, round by round, so
-    both see the same background load; keep each system's best round (wall and CPU apart)."""
+    all see the same background load; keep each system's best round (wall and CPU apart).
+    Returns the rows (aspen vs raw aioquic, then aspen vs iroh) and the best figures by system."""
     py = sys.executable
-    pairs: list[tuple[System, ServerProcess]] = []
+    pairs: list[tuple[System, ServerProcess | None]] = []
     try:
         for name in args.systems:
             if name in ("aspen", "aspen-pmtu"):
@@ -301,17 +530,22 @@ async def bench(args: argparse.Namespace) -> list[Row]:
                 aspen = AspenSystem(server, args.datagram_size, pmtu_probe=probe)
                 pairs.append((aspen, server))
                 await aspen.start()
-            else:
+            elif name == "raw":
                 server = ServerProcess([py, str(Path(__file__).resolve()), "--serve-raw",
                                         "--datagram-size", str(args.datagram_size)])
                 pairs.append((RawSystem(server, args.datagram_size), server))
+            elif name == "iroh":
+                runner = IrohRunnerSystem()
+                pairs.append((runner, None))
+                await runner.start()  # warmed up inside
         for system, _ in pairs:
-            await system.rpc("echo", b"warm-up")
+            if not isinstance(system, IrohRunnerSystem):
+                await system.rpc("echo", b"warm-up")
         stalls: dict[str, int] = {}
         wall_best: dict[str, dict[str, float]] = {s.name: {} for s, _ in pairs}
         cpu_best: dict[str, dict[str, float]] = {s.name: {} for s, _ in pairs}
         for _ in range(args.repeat):
-            for bench_name in BENCHES:
+            for bench_name in args.benches:
                 for system, server in pairs:
                     if system.name == "aspen-pmtu" and bench_name not in ("oneway", "echo"):
                         continue  # probing only changes the big transfers
@@ -328,44 +562,73 @@ async def bench(args: argparse.Namespace) -> list[Row]:
     finally:
         for system, server in pairs:
             await system.close()
-            server.stop()
+            if server is not None:
+                server.stop()
     for name, count in stalls.items():
         print(f"note: {name}: {count} call(s) did not finish within {RPC_TIMEOUT_S:.0f} s "
               "(timed out and skipped; connection re-dialed)", file=sys.stderr)
     mb = BIG_SIZE / 1e6
     probed_size = max((getattr(s, "probed_size", 0) for s, _ in pairs), default=0)
-
-    def row(name: str, unit: str, table: dict[str, dict[str, float]], bench_name: str,
-            transform: Callable[[float], float], system: str = "aspen") -> Row:
-        ours = table.get(system, {})
-        raw = table.get("raw", {})
-        return Row(name, unit, transform(ours[bench_name]) if bench_name in ours else 0.0,
-                   transform(raw[bench_name]) if bench_name in raw else None, "raw aioquic")
-
     ms = lambda v: 1000 * v  # noqa: E731
     us = lambda v: 1e6 * v  # noqa: E731
-    rows = [
-        row("QUIC handshake, median", "ms", wall_best, "handshake", ms),
-        row("QUIC handshake, CPU both sides", "ms", cpu_best, "handshake", ms),
-        row("10 MiB one-way + 8 B ack", "ms", wall_best, "oneway", ms),
-        row("10 MiB one-way + 8 B ack", "MB/s", wall_best, "oneway", lambda v: mb / v),
-        row("10 MiB one-way, CPU both sides", "ms", cpu_best, "oneway", ms),
-        row("10 MiB echo", "ms", wall_best, "echo", ms),
-        row("10 MiB echo, CPU both sides", "ms", cpu_best, "echo", ms),
-        row("64 B RPC, concurrency 1", "RPC/s", wall_best, "rpc_c1", lambda v: 1 / v),
-        row("64 B RPC c1, CPU both sides", "us/RPC", cpu_best, "rpc_c1", us),
-        row("64 B RPC, concurrency 32", "RPC/s", wall_best, "rpc_c32", lambda v: 1 / v),
-        row("64 B RPC c32, CPU both sides", "us/RPC", cpu_best, "rpc_c32", us),
+    per_s = lambda v: 1 / v  # noqa: E731
+    mb_s = lambda v: mb / v  # noqa: E731
+    label = f"PMTU-probed, {probed_size} B datagrams"
+    # (name, unit, wall or cpu table, bench, transform, our system)
+    specs: list[tuple[str, str, dict[str, dict[str, float]], str, Callable[[float], float], str]] = [
+        ("QUIC handshake, median", "ms", wall_best, "handshake", ms, "aspen"),
+        ("QUIC handshake, CPU both sides", "ms", cpu_best, "handshake", ms, "aspen"),
+        ("10 MiB one-way + 8 B ack", "ms", wall_best, "oneway", ms, "aspen"),
+        ("10 MiB one-way + 8 B ack", "MB/s", wall_best, "oneway", mb_s, "aspen"),
+        ("10 MiB one-way, CPU both sides", "ms", cpu_best, "oneway", ms, "aspen"),
+        ("10 MiB echo", "ms", wall_best, "echo", ms, "aspen"),
+        ("10 MiB echo, CPU both sides", "ms", cpu_best, "echo", ms, "aspen"),
+        ("64 B RPC, concurrency 1", "RPC/s", wall_best, "rpc_c1", per_s, "aspen"),
+        ("64 B RPC c1, CPU both sides", "us/RPC", cpu_best, "rpc_c1", us, "aspen"),
+        ("64 B RPC, concurrency 32", "RPC/s", wall_best, "rpc_c32", per_s, "aspen"),
+        ("64 B RPC c32, CPU both sides", "us/RPC", cpu_best, "rpc_c32", us, "aspen"),
+        (f"10 MiB one-way, {label}", "ms", wall_best, "oneway", ms, "aspen-pmtu"),
+        (f"10 MiB one-way, {label}", "MB/s", wall_best, "oneway", mb_s, "aspen-pmtu"),
+        (f"10 MiB one-way, {label}, CPU", "ms", cpu_best, "oneway", ms, "aspen-pmtu"),
+        (f"10 MiB echo, {label}", "ms", wall_best, "echo", ms, "aspen-pmtu"),
+        (f"10 MiB echo, {label}, CPU", "ms", cpu_best, "echo", ms, "aspen-pmtu"),
     ]
-    if "aspen-pmtu" in wall_best:
-        label = f"PMTU-probed, {probed_size} B datagrams"
-        rows += [
-            row(f"10 MiB one-way, {label}", "ms", wall_best, "oneway", ms, "aspen-pmtu"),
-            row(f"10 MiB one-way, {label}", "MB/s", wall_best, "oneway", lambda v: mb / v, "aspen-pmtu"),
-            row(f"10 MiB one-way, {label}, CPU", "ms", cpu_best, "oneway", ms, "aspen-pmtu"),
-            row(f"10 MiB echo, {label}", "ms", wall_best, "echo", ms, "aspen-pmtu"),
-        ]
-    return rows
+    rows: list[Row] = []
+    iroh_rows: list[Row] = []
+    figures: dict[str, dict[str, float]] = {}
+    for name, unit, table, bench_name, transform, ours in specs:
+        if bench_name not in table.get(ours, {}):
+            continue  # system or bench not run
+        value = transform(table[ours][bench_name])
+        others = {other: transform(table[other][bench_name])
+                  for other in ("raw", "iroh") if bench_name in table.get(other, {})}
+        figures[f"{name} [{unit}]"] = {"aspen": value, **others}
+        rows.append(Row(name, unit, value, others.get("raw"), "raw aioquic"))
+        if "iroh" in others:
+            iroh_rows.append(Row(f"{name} vs iroh", unit, value, others["iroh"], "iroh"))
+    return rows + iroh_rows, figures
+
+
+def print_three_columns(figures: dict[str, dict[str, float]]) -> None:
+    """aspen | raw aioquic | iroh side by side (ratios are aspen / other, as in the rows)."""
+    head = ["row", "aspen", "raw aioquic", "iroh", "aspen/raw", "aspen/iroh"]
+    table = []
+    for name, by_system in figures.items():
+        cells = [_fmt3(by_system.get(s)) for s in ("aspen", "raw", "iroh")]
+        ratios = [f"{by_system['aspen'] / by_system[s]:.2f}x" if by_system.get(s) else "-"
+                  for s in ("raw", "iroh")]
+        table.append([name, *cells, *ratios])
+    widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(head)]
+    print()
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
+    for r in table:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+
+
+def _fmt3(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if value >= 1000 else f"{value:.1f}" if value >= 10 else f"{value:.3f}"
 
 
 def main() -> int:
@@ -373,26 +636,45 @@ def main() -> int:
     parser.add_argument("--datagram-size", type=int, default=1452,
                         help="max UDP payload for both systems (default 1452)")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--systems", default="aspen,aspen-pmtu,raw",
+    parser.add_argument("--systems", default="aspen,aspen-pmtu,raw,iroh",
                         help="comma-separated: aspen (fixed datagram size), aspen-pmtu (path MTU "
-                             "probed from --datagram-size up), raw")
+                             "probed from --datagram-size up), raw, iroh (skipped with a note "
+                             "when the iroh package or a network namespace is unavailable)")
+    parser.add_argument("--benches", default=",".join(BENCHES),
+                        help=f"comma-separated subset of {','.join(BENCHES)} (default: all)")
     parser.add_argument("--serve-raw", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-iroh", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--iroh-runner", action="store_true", help=argparse.SUPPRESS)
     add_json_argument(parser)
     args = parser.parse_args()
     if args.serve_raw:
         uvloop.run(raw_server(args.port, args.datagram_size))
         return 0
+    if args.serve_iroh:
+        uvloop.run(iroh_server())
+        return 0
+    if args.iroh_runner:
+        uvloop.run(iroh_runner())
+        return 0
     args.systems = [s for s in args.systems.split(",") if s]
-    try:
-        import iroh  # noqa: F401
-        print("note: the iroh package is installed but not benchmarked yet", file=sys.stderr)
-    except ImportError:
-        pass
+    args.benches = [b for b in args.benches.split(",") if b]
+    unknown = set(args.benches) - set(BENCHES)
+    if unknown:
+        parser.error(f"unknown bench(es): {', '.join(sorted(unknown))}")
+    if "iroh" in args.systems:
+        reason = iroh_unavailable_reason()
+        if reason is not None:
+            print(f"note: no iroh column: {reason}", file=sys.stderr)
+            args.systems.remove("iroh")
     started = time.monotonic()
-    rows = uvloop.run(bench(args))
+    rows, figures = uvloop.run(bench(args))
+    load = os.getloadavg()
     emit(f"QUIC RPC: aspen endpoint vs raw aioquic (datagrams {args.datagram_size} B, "
-         f"best of {args.repeat}, {time.monotonic() - started:.0f} s)", rows, args.json)
+         f"best of {args.repeat}, {time.monotonic() - started:.0f} s, load average "
+         f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f})", rows, args.json)
+    if "iroh" in args.systems:
+        print_three_columns(figures)
     return 0
 
 
