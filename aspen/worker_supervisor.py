@@ -57,7 +57,6 @@ class WorkerSupervisor:
         self._proc: subprocess.Popen[bytes] | None = None
         self._inbox: Ring | None = None  # we put, worker gets
         self._outbox: Ring | None = None  # worker puts, we get
-        self._reader: asyncio.Task[None] | None = None
         self._restart_task: asyncio.Task[None] | None = None
         self._pidfd: int | None = None
         self._ready: asyncio.Future[wm.Ready] | None = None
@@ -113,7 +112,7 @@ class WorkerSupervisor:
         self._ready = loop.create_future()
         self._pidfd = os.pidfd_open(self._proc.pid)
         loop.add_reader(self._pidfd, self._on_exit)
-        self._reader = asyncio.create_task(self._read_replies(pair.rx), name=f"worker-reader-{self._incarnation}")
+        pair.rx.start_reader(self._dispatch_batch)
         try:
             ready = await asyncio.wait_for(asyncio.shield(self._ready), WORKER_READY_TIMEOUT_MS / 1000)
         except (TimeoutError, asyncio.CancelledError, WorkerUnavailable) as exc:
@@ -121,11 +120,11 @@ class WorkerSupervisor:
         self._m_up.set(1)
         logger.info("worker ready pid=%d incarnation=%d", ready.pid, ready.incarnation)
 
-    async def _read_replies(self, outbox: Ring) -> None:
-        while True:
-            # One wake-up per burst, not per message: a pump answers many requests at once.
-            for data in await outbox.get_many():
-                self._dispatch(data)
+    def _dispatch_batch(self, batch: list[bytes]) -> None:
+        # Called from the ring's loop reader: one wake-up per burst (a pump answers many
+        # requests at once), and no task hop between the worker's reply and its waiter.
+        for data in batch:
+            self._dispatch(data)
 
     def _dispatch(self, data: bytes) -> None:
         """Decode one message from the worker and hand it to its waiter or consumer."""
@@ -187,9 +186,6 @@ class WorkerSupervisor:
                 self._proc.kill()
 
     def _teardown_channel(self, error: Exception) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            self._reader = None
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(error)
             self._ready.exception()  # mark retrieved: start() reports it, a restart logs it
