@@ -14,6 +14,10 @@ events and the clock and executes what the sans-IO pieces of `aspen_gossip.annou
   by reason: `aspen_gossip_announcements_rejected_total{reason}`.
 - While the topic has no neighbor, the join is retried every `REJOIN_INTERVAL_MS` (a node
   started before its bootstrap peer, or cut off, finds its way back without an operator).
+- With a `known_peers_path` (the node's data dir), the addresses of our neighbors and of the
+  peers we learned are saved there (at most every `KNOWN_PEERS_SAVE_INTERVAL_MS`) and joined
+  through after a restart: a bootstrap node restarted before the cluster is initialised has no
+  other way back into the swarm (see aspen_gossip.known_peers).
 
 It also provides the cluster ticket (`ticket_info()`, registered as the node's `cluster_ticket`
 extension): the topic id and join key of the secret plus our own and our neighbors' addresses.
@@ -25,6 +29,7 @@ import asyncio
 import logging
 from collections import Counter as CountMap
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -48,6 +53,7 @@ from aspen_gossip.announce import (
 )
 from aspen_gossip.config import MAX_BOOTSTRAP_PEERS
 from aspen_gossip.events import NeighborDown, NeighborUp, PeerFailed, Received
+from aspen_gossip.known_peers import MAX_KNOWN_PEERS, load_known_peers, save_known_peers
 from aspen_gossip.messages import SCOPE_SWARM
 from aspen_gossip.service import GossipService, Subscription
 
@@ -60,6 +66,9 @@ REJOIN_INTERVAL_MS = 1_000
 # Node ids heard of (to detect newcomers); = announce.MAX_TRACKED_NODES, cleared when full.
 MAX_HEARD_NODES = 1024
 REASON_PEER_MAP_FULL = "peer_map_full"
+# Rewrite the known-peers file at most this often (a burst of joins is one write). The first
+# neighbor is saved at once: a bootstrap node may be restarted seconds after the others joined.
+KNOWN_PEERS_SAVE_INTERVAL_MS = 1_000
 
 
 class GossipDiscovery:
@@ -72,7 +81,8 @@ class GossipDiscovery:
                  bound_keys: Callable[[], Mapping[int, EndpointId]] | None = None,
                  bootstrap: tuple[EndpointAddr, ...] = (), registry: CollectorRegistry,
                  announce_interval_ms: int = ANNOUNCE_INTERVAL_MS, clock: Clock | None = None,
-                 wall_clock_ms: Callable[[], int] = wall_clock_unix_ms) -> None:
+                 wall_clock_ms: Callable[[], int] = wall_clock_unix_ms,
+                 known_peers_path: Path | None = None) -> None:
         self._service = service
         self._secret = secret
         self._key = secret_key
@@ -91,6 +101,10 @@ class GossipDiscovery:
         self._heard: set[int] = set()
         self._sub: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
+        self._known_path = known_peers_path
+        self._known: list[EndpointAddr] = load_known_peers(known_peers_path) if known_peers_path else []
+        self._known_dirty = False
+        self._known_saved_ms: int | None = None
         registry.register(_DiscoveryCollector(self))
 
     # ------------------------------------------------------------------ lifecycle
@@ -151,11 +165,15 @@ class GossipDiscovery:
             if alone and now_ms >= next_join_ms:
                 self._join()
                 next_join_ms = now_ms + REJOIN_INTERVAL_MS
+            save_ms = self._known_save_deadline_ms()
+            if save_ms is not None and now_ms >= save_ms:
+                self._save_known(now_ms)
+                save_ms = None
             scope = self.announcer.poll(now_ms)
             if scope is not None:
                 self._announce(scope)
                 continue
-            deadlines = [d for d in (self.announcer.next_deadline_ms(), next_join_ms if alone else None)
+            deadlines = [d for d in (self.announcer.next_deadline_ms(), next_join_ms if alone else None, save_ms)
                          if d is not None]
             timeout_ms = max(0, min(deadlines) - now_ms) if deadlines else None
             event = await sub.next(timeout_ms=timeout_ms)
@@ -171,9 +189,38 @@ class GossipDiscovery:
         for entry in self._peers.entries():
             if entry.addr.direct_addrs and entry.node_id != self.node_id:
                 candidates.setdefault(entry.addr.endpoint_id, entry.addr)
+        for addr in self._known:
+            candidates.setdefault(addr.endpoint_id, addr)
         candidates.pop(me, None)
         if candidates:
             self._service.join(self.topic_id, list(candidates.values())[:MAX_BOOTSTRAP_PEERS])
+
+    def _known_save_deadline_ms(self) -> int | None:
+        if not self._known_dirty or self._known_path is None:
+            return None
+        if self._known_saved_ms is None:
+            return self._clock.now_ms()
+        return self._known_saved_ms + KNOWN_PEERS_SAVE_INTERVAL_MS
+
+    def _save_known(self, now_ms: int) -> None:
+        """Neighbors first (they were reachable just now), then learned peers, then the old list."""
+        assert self._known_path is not None
+        me = self._key.public()
+        chosen: dict[EndpointId, EndpointAddr] = {}
+        for peer in self._service.neighbors(self.topic_id):
+            addr = self._service.address_of(peer)
+            if addr is not None and addr.direct_addrs:
+                chosen.setdefault(peer, addr)
+        for entry in self._peers.entries():
+            if entry.addr.direct_addrs and entry.node_id != self.node_id:
+                chosen.setdefault(entry.addr.endpoint_id, entry.addr)
+        for addr in self._known:
+            chosen.setdefault(addr.endpoint_id, addr)
+        chosen.pop(me, None)
+        self._known = list(chosen.values())[:MAX_KNOWN_PEERS]
+        save_known_peers(self._known_path, self._known)
+        self._known_dirty = False
+        self._known_saved_ms = now_ms
 
     def _announce(self, scope: int) -> None:
         addr = self._own_addr()
@@ -193,6 +240,7 @@ class GossipDiscovery:
         count = self._service.neighbor_count(self.topic_id)
         if isinstance(event, NeighborUp):
             self.announcer.on_neighbor_up(now_ms, count)
+            self._known_dirty = True
         elif isinstance(event, NeighborDown):
             self.announcer.on_neighbor_down(now_ms, count)
         elif isinstance(event, PeerFailed):
@@ -214,6 +262,7 @@ class GossipDiscovery:
                 if len(self._heard) >= MAX_HEARD_NODES:
                     self._heard.clear()
                 self._heard.add(verdict.node_id)
+                self._known_dirty = True
                 logger.info("gossip: learned node %d at %s", verdict.node_id, verdict.addr.endpoint_id.short())
                 self.announcer.on_new_peer(now_ms)
 

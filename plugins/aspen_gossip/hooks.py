@@ -34,6 +34,7 @@ from aspen_gossip.config import (
 )
 from aspen_gossip.discovery import GossipDiscovery
 from aspen_gossip.interfaces import WILDCARD_V4, WILDCARD_V6, local_announce_hosts
+from aspen_gossip.known_peers import KNOWN_PEERS_FILE
 from aspen_gossip.messages import MAX_FRAME_SIZE
 from aspen_gossip.service import GOSSIP_ALPN, GossipService
 
@@ -119,7 +120,8 @@ def _discovery(node: NodeContext) -> GossipDiscovery:
     discovery = GossipDiscovery(service=service, secret=_secret(node), secret_key=node.secret_key,
                                 node_id=node.node_id, own_addr=lambda: _own_addr(node),
                                 peers=node.peers, bound_keys=bound_keys, bootstrap=bootstrap,
-                                registry=node.metrics, announce_interval_ms=interval_ms)
+                                registry=node.metrics, announce_interval_ms=interval_ms,
+                                known_peers_path=node.data_dir / KNOWN_PEERS_FILE)
     node.extensions[_DISCOVERY_KEY] = discovery
     node.extensions[TICKET_PROVIDER_KEY] = discovery.ticket_info
     return discovery

@@ -20,6 +20,13 @@ from aspen.peers import PeerMap
 from aspen.ticket import CHECKSUM_DOMAIN, MAX_TICKET_BOOTSTRAP_PEERS, TICKET_VERSION, ClusterTicket, TicketBodyV1
 from aspen_gossip.announce import Announcer
 from aspen_gossip.discovery import GossipDiscovery
+from aspen_gossip.known_peers import (
+    KNOWN_PEERS_FILE,
+    MAX_KNOWN_PEERS,
+    MAX_KNOWN_PEERS_FILE_BYTES,
+    load_known_peers,
+    save_known_peers,
+)
 from aspen_gossip.messages import SCOPE_SWARM
 
 from tests.plugins.aspen_gossip.test_service import SECRET, GossipNode, wait_for
@@ -107,3 +114,59 @@ def test_aspen_ticket_check_names_the_problem() -> None:
     bad = subprocess.run([sys.executable, "-m", "aspen", "ticket", "--check", "aspen" + good[6:]],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "reason:" in bad.stderr
+
+
+def test_a_restarted_bootstrap_node_rejoins_through_the_peers_it_saved(tmp_path: Path) -> None:
+    """Node A bootstraps the swarm (no ticket peers of its own), B joins through A's address, then
+    A restarts on a new port with an empty peer map: only the known-peers file in its data dir
+    can bring it back (B, cut off, keeps asking A's old address)."""
+    known = tmp_path / KNOWN_PEERS_FILE
+
+    async def main() -> None:
+        a, b = GossipNode(1), GossipNode(2)
+        maps = [PeerMap(), PeerMap()]
+        running: list[tuple[GossipNode, GossipDiscovery]] = []
+
+        async def start(node: GossipNode, node_id: int, peers: PeerMap, bootstrap: tuple[EndpointAddr, ...],
+                        path: Path | None) -> GossipDiscovery:
+            await node.start()
+            discovery = GossipDiscovery(service=node.service, secret=SECRET, secret_key=node.key, node_id=node_id,
+                                        own_addr=lambda: node.addr, peers=peers, bootstrap=bootstrap,
+                                        registry=node.registry, known_peers_path=path)
+            await discovery.start()
+            running.append((node, discovery))
+            return discovery
+
+        try:
+            await start(a, 1, maps[0], (), known)
+            await start(b, 2, maps[1], (a.addr,), None)
+            await wait_for(lambda: [addr.endpoint_id for addr in load_known_peers(known)] == [b.key.public()],
+                           "A saved B as a known peer")
+            old_a_addr = a.addr
+            node, discovery = running.pop(0)
+            await discovery.stop()
+            await node.stop()
+            again = GossipNode(3, key=a.key)  # same identity, new endpoint (new port), empty peer map
+            await start(again, 1, PeerMap(), (), known)
+            assert again.addr != old_a_addr
+            await wait_for(lambda: again.service.neighbor_count(again.topic_id) == 1, "restarted A rejoined B")
+            await wait_for(lambda: (e := maps[1].get(1)) is not None and e.addr == again.addr,
+                           "B learned A's new address from its announcement")
+        finally:
+            for node, discovery in running:
+                await discovery.stop()
+                await node.stop()
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_known_peers_file_is_bounded_and_garbage_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / KNOWN_PEERS_FILE
+    addrs = [EndpointAddr(SecretKey.generate().public(), None, (SocketAddr("192.0.2.1", 1000 + i),))
+             for i in range(MAX_KNOWN_PEERS + 5)]
+    save_known_peers(path, addrs)
+    assert load_known_peers(path) == addrs[:MAX_KNOWN_PEERS]
+    path.write_bytes(b"not json")
+    assert load_known_peers(path) == []
+    path.write_bytes(b"[" + b" " * MAX_KNOWN_PEERS_FILE_BYTES + b"]")
+    assert load_known_peers(path) == []
+    assert load_known_peers(tmp_path / "missing.json") == []

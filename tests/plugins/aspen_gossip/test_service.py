@@ -40,8 +40,9 @@ POLL_S = 0.02
 class GossipNode:
     """One endpoint + one gossip service, wired like aspen_gossip.hooks does it."""
 
-    def __init__(self, seed: int, secret: ClusterSecret = SECRET, config: GossipConfig | None = None) -> None:
-        self.key = SecretKey.generate()
+    def __init__(self, seed: int, secret: ClusterSecret = SECRET, config: GossipConfig | None = None,
+                 key: SecretKey | None = None) -> None:
+        self.key = key or SecretKey.generate()
         self.registry = CollectorRegistry()
         self.secret = secret
         self.endpoint: Endpoint | None = None
