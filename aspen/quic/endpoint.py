@@ -35,7 +35,12 @@ from collections.abc import Mapping
 
 from aioquic.buffer import Buffer  # type: ignore[attr-defined]  # re-exported from _buffer
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
-from aioquic.quic.packet import QuicPacketType, encode_quic_version_negotiation, pull_quic_header
+from aioquic.quic.packet import (
+    QuicPacketType,
+    QuicProtocolVersion,
+    encode_quic_version_negotiation,
+    pull_quic_header,
+)
 from prometheus_client import CollectorRegistry
 
 from aspen.addr import EndpointAddr, SocketAddr
@@ -85,7 +90,10 @@ MAX_STATELESS_RESETS_PER_SECOND = 100
 # Cap on a stateless reset we send: 1 + 26 random + 16 token bytes (looks like a small packet).
 STATELESS_RESET_SIZE = 43
 # Handler tasks are bounded by MAX_CONNECTIONS (one per accepted connection).
-_SUPPORTED_VERSIONS = QuicConfiguration().supported_versions  # aioquic's (QUIC v1, v2)
+# QUIC v1 only (RFC 9000), as iroh. aioquic also speaks v2 (RFC 9369) and derives Initial keys
+# for every version it supports on every new connection: two HKDF key sets per side per handshake
+# for a version no Aspen node ever sends. A v2 Initial gets a Version Negotiation packet.
+_SUPPORTED_VERSIONS = [QuicProtocolVersion.VERSION_1]
 
 
 class Endpoint:
@@ -633,6 +641,7 @@ class Endpoint:
             max_data=self._connection_window_size_bytes,
             max_stream_data=self._stream_window_size_bytes,
             connection_id_length=CONNECTION_ID_LENGTH,
+            supported_versions=list(_SUPPORTED_VERSIONS),
         )
 
     def __repr__(self) -> str:
