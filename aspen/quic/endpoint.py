@@ -93,7 +93,7 @@ STATELESS_RESET_SIZE = 43
 # QUIC v1 only (RFC 9000), as iroh. aioquic also speaks v2 (RFC 9369) and derives Initial keys
 # for every version it supports on every new connection: two HKDF key sets per side per handshake
 # for a version no Aspen node ever sends. A v2 Initial gets a Version Negotiation packet.
-_SUPPORTED_VERSIONS = [QuicProtocolVersion.VERSION_1]
+_SUPPORTED_VERSIONS: list[int] = [QuicProtocolVersion.VERSION_1]
 
 
 class Endpoint:
