@@ -18,7 +18,9 @@ call, a 4-byte length prefix + body each way, FIN after each side's frame.
           its datagram size itself). Skipped with a note if unavailable.
 
 Rows: handshake (fresh connection to a running server; ours also waits for HANDSHAKE_DONE,
-since the server only sends it after checking our key), 10 MiB one-way + 8-byte ack, 10 MiB
+since the server only sends it after checking our key, raw aioquic and iroh return once the
+client sent its Finished), handshake + first 64-byte RPC on the fresh connection (the same
+thing for every system: the server has accepted the dialer and answered), 10 MiB one-way + 8-byte ack, 10 MiB
 echo, 64-byte RPCs/s at concurrency 1 and 32. Each is reported as wall time and as CPU time of
 both processes (client + server, from /proc/PID/schedstat): on a shared, overloaded machine the
 wall times mostly measure how much CPU the scheduler gave us, the CPU times what the work costs. Systems alternate bench by bench, round by round
@@ -62,6 +64,7 @@ from aspen.addr import EndpointAddr, SocketAddr  # noqa: E402
 from aspen.identity import EndpointId, SecretKey  # noqa: E402
 from aspen.quic import Endpoint  # noqa: E402
 from aspen.quic.endpoint import DEFAULT_CONNECTION_WINDOW_SIZE, DEFAULT_STREAM_WINDOW_SIZE  # noqa: E402
+from aspen.quic.rpc import call as rpc_call  # noqa: E402
 from aspen.quic.tls_identity import make_identity_certificate  # noqa: E402
 from aspen.units import MiB  # noqa: E402
 
@@ -159,7 +162,10 @@ class System:
 
     name = ""
 
-    async def handshake_s(self) -> float: ...
+    async def handshake_s(self, *, first_rpc: bool = False) -> float:
+        """Seconds until a fresh connection is usable — or, with `first_rpc`, until a 64-byte
+        echo on it has come back (the same thing for every system, whatever connect() waits for)."""
+        ...
     async def rpc(self, alpn_kind: str, body: bytes) -> bytes: ...
     async def close(self) -> None: ...
 
@@ -181,9 +187,11 @@ class AspenSystem(System):
     async def start(self) -> None:
         await self.endpoint.start()
 
-    async def handshake_s(self) -> float:
+    async def handshake_s(self, *, first_rpc: bool = False) -> float:
         start = time.perf_counter()
-        conn = await self.endpoint.connect(self.addr, "aspen-echo/1")
+        conn = await self.endpoint.connect(self.addr, ECHO_ALPN)
+        if first_rpc:
+            await rpc_call(conn, bytes(SMALL_SIZE), timeout_ms=int(RPC_TIMEOUT_S * 1000))
         took = time.perf_counter() - start
         conn.close(0, "bench: next handshake")
         await asyncio.sleep(0.002)
@@ -214,9 +222,11 @@ class RawSystem(System):
         return QuicConfiguration(is_client=True, alpn_protocols=[alpn], verify_mode=ssl.CERT_NONE,
                                  **quic_settings(self.datagram_size))  # type: ignore[arg-type]
 
-    async def handshake_s(self) -> float:
+    async def handshake_s(self, *, first_rpc: bool = False) -> float:
         start = time.perf_counter()
         async with connect("127.0.0.1", self.port, configuration=self._config(RAW_ECHO_ALPN)) as client:
+            if first_rpc:
+                await self._call(client, bytes(SMALL_SIZE))
             took = time.perf_counter() - start
             client.close()
         await asyncio.sleep(0.002)
@@ -231,6 +241,9 @@ class RawSystem(System):
 
     async def rpc(self, alpn_kind: str, body: bytes) -> bytes:
         client = await self._client(RAW_ECHO_ALPN if alpn_kind == "echo" else RAW_SINK_ALPN)
+        return await self._call(client, body)
+
+    async def _call(self, client: QuicConnectionProtocol, body: bytes) -> bytes:
         async with asyncio.timeout(RPC_TIMEOUT_S):
             reader, writer = await client.create_stream()
             writer.write(len(body).to_bytes(4, "big"))
@@ -344,9 +357,11 @@ class IrohSystem(System):
     async def start(self) -> None:
         self.endpoint = await self._iroh.Endpoint.bind(iroh_options([]))
 
-    async def handshake_s(self) -> float:
+    async def handshake_s(self, *, first_rpc: bool = False) -> float:
         start = time.perf_counter()
         conn = await self.endpoint.connect(self.addr, IROH_ECHO_ALPN)
+        if first_rpc:
+            await self._call(conn, bytes(SMALL_SIZE))
         took = time.perf_counter() - start
         conn.close(0, b"bench: next handshake")
         await asyncio.sleep(0.002)
@@ -357,6 +372,9 @@ class IrohSystem(System):
         conn = self._conns.get(alpn)
         if conn is None:
             conn = self._conns[alpn] = await self.endpoint.connect(self.addr, alpn)
+        return await self._call(conn, body)
+
+    async def _call(self, conn: Any, body: bytes) -> bytes:
         async with asyncio.timeout(RPC_TIMEOUT_S):
             bi = await conn.open_bi()
             send, recv = bi.send(), bi.recv()
@@ -467,7 +485,7 @@ def iroh_unavailable_reason() -> str | None:
 
 # measurements -------------------------------------------------------------------------------
 
-BENCHES = ("handshake", "oneway", "echo", "rpc_c1", "rpc_c32")
+BENCHES = ("handshake", "first_rpc", "oneway", "echo", "rpc_c1", "rpc_c32")
 
 
 def cpu_s(pid: int | str = "self") -> float:
@@ -486,8 +504,9 @@ async def measure_once(system: System, server: ServerProcess | None, bench: str)
         return await system.measure(bench)  # measured the same way, inside the runner
     assert server is not None
     cpu_before = cpu_s() + cpu_s(server.proc.pid)
-    if bench == "handshake":
-        took = sorted([await system.handshake_s() for _ in range(HANDSHAKES)])
+    if bench in ("handshake", "first_rpc"):
+        first_rpc = bench == "first_rpc"
+        took = sorted([await system.handshake_s(first_rpc=first_rpc) for _ in range(HANDSHAKES)])
         wall = took[len(took) // 2]  # median of a batch: handshakes are short and jittery
         ops = HANDSHAKES
     elif bench in ("oneway", "echo"):
@@ -578,6 +597,8 @@ async def bench(args: argparse.Namespace) -> tuple[list[Row], dict[str, dict[str
     specs: list[tuple[str, str, dict[str, dict[str, float]], str, Callable[[float], float], str]] = [
         ("QUIC handshake, median", "ms", wall_best, "handshake", ms, "aspen"),
         ("QUIC handshake, CPU both sides", "ms", cpu_best, "handshake", ms, "aspen"),
+        ("handshake + first 64 B RPC, median", "ms", wall_best, "first_rpc", ms, "aspen"),
+        ("handshake + first 64 B RPC, CPU", "ms", cpu_best, "first_rpc", ms, "aspen"),
         ("10 MiB one-way + 8 B ack", "ms", wall_best, "oneway", ms, "aspen"),
         ("10 MiB one-way + 8 B ack", "MB/s", wall_best, "oneway", mb_s, "aspen"),
         ("10 MiB one-way, CPU both sides", "ms", cpu_best, "oneway", ms, "aspen"),
