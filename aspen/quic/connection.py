@@ -19,7 +19,8 @@ What the subclass changes, and why:
   varint (`len | 0x4000`), which silently corrupts any longer frame — the receiver reads a
   wrong length and then parses stream data as frames ("Unknown frame type"). That is why raw
   aioquic breaks with datagrams above ~16-24 KB. `_write_stream_frame` uses a 4-byte length when
-  the frame may exceed 16383 bytes.
+  the frame may exceed 16383 bytes, and takes one copy of the data from the send buffer where
+  aioquic's `get_frame` takes two (`_take_stream_frame`).
 * Path MTU probing (DPLPMTUD, RFC 8899 / RFC 9000 §14.3): after the handshake is confirmed the
   connection sends PING probes padded to candidate sizes between the configured datagram size
   and `pmtu_ceiling_bytes` (from the route MTU, given by the adapter); each acknowledged probe
@@ -42,7 +43,8 @@ from aioquic.quic.connection import NetworkAddress, QuicConnection, QuicConnecti
 from aioquic.quic.packet import QuicFrameType
 from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketSpace
-from aioquic.quic.stream import QuicStream
+from aioquic.quic.packet import QuicStreamFrame
+from aioquic.quic.stream import QuicStream, QuicStreamSender
 
 from aspen.identity import EndpointId
 from aspen.quic.packet_crypto import use_zero_copy_crypto
@@ -130,7 +132,6 @@ class AspenQuicConnection(QuicConnection):
         self._pmtu_probe_sent_at = 0.0
         self._pmtu_probe_is_padded = False
         self._pmtu_in_probe = False
-        self._use_long_stream_frames()
         self._unacked_eliciting = 0  # 1-RTT ack-eliciting packets since our last ACK frame
 
     # aioquic hooks --------------------------------------------------------------------------
@@ -147,24 +148,23 @@ class AspenQuicConnection(QuicConnection):
             if not cid.was_sent and cid.stateless_reset_token is not None:
                 cid.stateless_reset_token = stateless_reset_token(self._aspen_reset_key, cid.cid)
 
-    def _use_long_stream_frames(self) -> None:
-        # An instance attribute shadows the class's method: connections whose datagrams can
-        # never hold a 16 KiB frame keep calling aioquic's own method, at no extra cost.
-        if self._max_datagram_size > MAX_2_BYTE_VARINT:
-            self._write_stream_frame = self._write_long_stream_frame  # type: ignore[method-assign]
-
-    def _write_long_stream_frame(self, builder: QuicPacketBuilder, space: QuicPacketSpace,
-                                 stream: QuicStream, max_offset: int) -> int:
-        if builder.remaining_flight_space <= MAX_2_BYTE_VARINT:
-            return QuicConnection._write_stream_frame(self, builder, space, stream, max_offset)
-        # Same as aioquic's _write_stream_frame, with a 4-byte length (module docstring).
+    def _write_stream_frame(self, builder: QuicPacketBuilder, space: QuicPacketSpace,
+                            stream: QuicStream, max_offset: int) -> int:
+        # aioquic's _write_stream_frame with two changes (module docstring): a 4-byte length
+        # when the packet has room for more than 16383 bytes, and one copy of the data, not two.
         stream_id = stream.stream_id
         assert stream_id is not None  # only the crypto streams have none
+        long_length = builder.remaining_flight_space > MAX_2_BYTE_VARINT
         next_offset = stream.sender.next_offset
-        frame_overhead = 5 + _size_uint_var(stream_id) + (
+        frame_overhead = (5 if long_length else 3) + _size_uint_var(stream_id) + (
             _size_uint_var(next_offset) if next_offset else 0)
-        previous_send_highest = stream.sender.highest_offset
-        frame = stream.sender.get_frame(builder.remaining_flight_space - frame_overhead, max_offset)
+        sender = stream.sender
+        previous_send_highest = sender.highest_offset
+        max_size = builder.remaining_flight_space - frame_overhead
+        if not len(sender._pending):  # a FIN alone, or nothing: aioquic's get_frame copies nothing
+            frame = sender.get_frame(max_size, max_offset)
+        else:
+            frame = _take_stream_frame(sender, max_size, max_offset)
         if frame is None:
             return 0
         frame_type = QuicFrameType.STREAM_BASE | 2  # with a length field
@@ -173,17 +173,20 @@ class AspenQuicConnection(QuicConnection):
         if frame.fin:
             frame_type |= 1
         buf = builder.start_frame(frame_type, capacity=frame_overhead,
-                                  handler=stream.sender.on_data_delivery,
+                                  handler=sender.on_data_delivery,
                                   handler_args=(frame.offset, frame.offset + len(frame.data), frame.fin))
         buf.push_uint_var(stream_id)
         if frame.offset:
             buf.push_uint_var(frame.offset)
-        buf.push_uint32(len(frame.data) | 0x80000000)  # RFC 9000 §16: 4-byte varint
+        if long_length:
+            buf.push_uint32(len(frame.data) | 0x80000000)  # RFC 9000 §16: 4-byte varint
+        else:
+            buf.push_uint16(len(frame.data) | 0x4000)  # 2-byte varint
         buf.push_bytes(frame.data)
         if self._quic_logger is not None and builder.quic_logger_frames is not None:
             builder.quic_logger_frames.append(
                 self._quic_logger.encode_stream_frame(frame, stream_id=stream_id))
-        return stream.sender.highest_offset - previous_send_highest
+        return sender.highest_offset - previous_send_highest
 
     # acknowledgement policy ---------------------------------------------------------------------
 
@@ -237,7 +240,6 @@ class AspenQuicConnection(QuicConnection):
         self._pmtu_probe_is_padded = False
         self._ping_pending.append(uid)
         self._max_datagram_size = size  # the builder of this one call makes probe-sized datagrams
-        self._use_long_stream_frames()  # a probe may carry a long frame too
         # Room for exactly one probe-sized datagram: data must not ride at an unproven size.
         congestion = self._loss._cc
         saved_window = congestion.congestion_window
@@ -297,7 +299,6 @@ class AspenQuicConnection(QuicConnection):
     def _set_max_datagram_size(self, size: int) -> None:
         # Every component that sized itself from the configuration at construction.
         self._max_datagram_size = size
-        self._use_long_stream_frames()
         self._loss._pacer._max_datagram_size = size
         congestion = self._loss._cc
         if hasattr(congestion, "_max_datagram_size"):
@@ -353,6 +354,33 @@ class AspenQuicConnection(QuicConnection):
             return False
         sender = stream.sender
         return sender._buffer_stop - sender._buffer_start > limit_bytes
+
+
+def _take_stream_frame(sender: QuicStreamSender, max_size: int,
+                       max_offset: int | None) -> QuicStreamFrame | None:
+    """aioquic's QuicStreamSender.get_frame for pending data with one copy of the data instead
+    of two (it slices the bytearray, then copies the slice into bytes; aioquic's Buffer only
+    takes bytes). Same bookkeeping; only called while data is pending."""
+    if max_size < 0:
+        return None
+    pending = sender._pending[0]
+    start = pending.start
+    stop = min(pending.stop, start + max_size)
+    if max_offset is not None and stop > max_offset:
+        stop = max_offset
+    if stop <= start:
+        return None
+    base = sender._buffer_start
+    with memoryview(sender._buffer) as view:  # released at once: ACKs resize the buffer
+        data = bytes(view[start - base:stop - base])
+    sender._pending.subtract(start, stop)
+    if stop > sender.highest_offset:
+        sender.highest_offset = stop
+    frame = QuicStreamFrame(data=data, offset=start)
+    if sender._buffer_fin == stop:
+        frame.fin = True
+        sender._pending_eof = False
+    return frame
 
 
 def _size_uint_var(value: int) -> int:
