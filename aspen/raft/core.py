@@ -113,6 +113,8 @@ class RaftCore(LeaderMixin):
         self._election_deadline_ms = -1  # armed at the first tick
         self._heartbeat_deadline_ms = 0
         self._check_quorum_deadline_ms = 0
+        self._commit_notify_deadline_ms = -1  # leader: a deferred commit-only append is due
+        self._commit_notify_now = False
         self._leader_contact_ms = -(1 << 62)  # last time we heard from a leader (the lease)
         self._votes: dict[int, bool] = {}
         self.progress: dict[int, Progress] = {}
@@ -164,6 +166,8 @@ class RaftCore(LeaderMixin):
         """When `tick` must next be called (absolute, in the caller's now_ms)."""
         if self.role is Role.LEADER:
             deadline = min(self._heartbeat_deadline_ms, self._check_quorum_deadline_ms)
+            if self._commit_notify_deadline_ms >= 0:
+                deadline = min(deadline, self._commit_notify_deadline_ms)
             if self._transfer_target != NO_NODE:
                 deadline = min(deadline, self._transfer_deadline_ms)
             return deadline
@@ -201,6 +205,13 @@ class RaftCore(LeaderMixin):
                     return
             if self._transfer_target != NO_NODE and now_ms >= self._transfer_deadline_ms:
                 self._transfer_target = NO_NODE  # thesis §3.10: abort after an election timeout
+            if 0 <= self._commit_notify_deadline_ms <= now_ms:
+                self._commit_notify_deadline_ms = -1
+                self._commit_notify_now = True
+                try:
+                    self._flush_appends()  # commit-only appends to whoever still lacks it
+                finally:
+                    self._commit_notify_now = False
             return
         if now_ms >= self._election_deadline_ms:
             if self._promotable():
@@ -556,6 +567,7 @@ class RaftCore(LeaderMixin):
         now = self._now_ms
         self._heartbeat_deadline_ms = now + self._cfg.heartbeat_interval_ms
         self._check_quorum_deadline_ms = now + self._cfg.election_timeout_min_ms
+        self._commit_notify_deadline_ms = -1
         # Raft §8: commit a no-op of this term; config changes and reads wait for it.
         index = self.log.last_index() + 1
         self._pending_conf_index = index

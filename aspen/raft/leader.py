@@ -51,6 +51,8 @@ class LeaderMixin:
     _reads: ReadOnly
     _now_ms: int
     _flush_needed: bool
+    _commit_notify_deadline_ms: int
+    _commit_notify_now: bool
     _transfer_target: int
     _log: logging.Logger
 
@@ -206,7 +208,12 @@ class LeaderMixin:
                 return
             sent = True
         if not sent and pr.sent_commit < committed:
-            self._send_one_append(to, pr, last, committed)
+            delay = min(cfg.commit_notify_delay_ms, cfg.heartbeat_interval_ms)
+            if delay == 0 or self._commit_notify_now:
+                self._send_one_append(to, pr, last, committed)
+            elif self._commit_notify_deadline_ms < 0:
+                # Deferred: the next append or heartbeat will likely carry it first.
+                self._commit_notify_deadline_ms = self._now_ms + delay
 
     def _send_one_append(self, to: int, pr: Progress, last: int, committed: int) -> bool:
         """One AppendEntries from pr.next (empty if nothing new). False if a snapshot went instead."""

@@ -207,7 +207,10 @@ class Env:
     def cmd_add_nodes(self, args: list[str]) -> None:
         """add-nodes N [voters=1,2,3] [learners=4] [heartbeat=10] [election=50,100]
         [snapshot-interval=0] [snapshot-keep=0] [chunk=1024] [max-entries=300] [inflight=64]
-        [lag=100] [prevote=true] [checkquorum=true] — nodes 1..N; members of the bootstrap config get it, the others start empty."""
+        [lag=100] [prevote=true] [checkquorum=true] [commit-notify=0] — nodes 1..N; members of the
+        bootstrap config get it, the others start empty. commit-notify defaults to 0 (followers told
+        of a commit at once) so that the scenarios show every step; commit_notify_deferred.txt
+        covers the node's default."""
         pos, kw = _kv(args)
         n = int(pos[0])
         voters = _ids(kw.get("voters", ",".join(str(i) for i in range(1, n + 1))))
@@ -230,6 +233,7 @@ class Env:
                 max_learner_lag_entries=int(kw.get("lag", "100")),
                 pre_vote=kw.get("prevote", "true") == "true",
                 check_quorum=kw.get("checkquorum", "true") == "true",
+                commit_notify_delay_ms=int(kw.get("commit-notify", "0")),
             )
             node = _Node(i, MemoryStorage(boot if i in members else Membership()), cfg)
             self.nodes[i] = node

@@ -107,6 +107,7 @@ class Net:
         ({"max_append_size_bytes": 11 * 1024 * 1024}, "max_append_size_bytes"),
         ({"snapshot_chunk_size_bytes": 0}, "snapshot_chunk_size_bytes"),
         ({"max_inflight_appends": 257}, "max_inflight_appends"),
+        ({"commit_notify_delay_ms": -1}, "commit_notify_delay_ms"),
     ],
 )
 def test_config_rejects_nonsense(fields: dict[str, int], key: str) -> None:
@@ -238,7 +239,46 @@ def test_batching_respects_max_entries_and_pipelining_bound() -> None:
     assert [len(m.entries) for m in to2] == [10, 10, 10]  # 3 in flight, then wait for acks
     net.pump()
     assert leader.commit_index == 101
+    assert len(net.applied[1]) == 101
+    # The followers learn the final commit index from the deferred commit-only append (nothing
+    # else was left to carry it), due `commit_notify_delay_ms` (capped at the heartbeat) later.
+    assert leader.next_deadline_ms() <= net.now_ms + Net.config(1).heartbeat_interval_ms
+    net.now_ms = leader.next_deadline_ms()
+    leader.tick(net.now_ms)
+    net.pump()
     assert all(len(net.applied[i]) == 101 for i in (1, 2, 3))
+
+
+def test_a_commit_with_nothing_to_carry_it_is_sent_after_the_delay_not_at_once() -> None:
+    net = Net(heartbeat_interval_ms=100, election_timeout_min_ms=500, election_timeout_max_ms=1000,
+              commit_notify_delay_ms=20)
+    leader = net.elect(1)
+    net.now_ms = leader.next_deadline_ms()  # the no-op's commit reaches the followers
+    leader.tick(net.now_ms)
+    net.pump()
+    commit_before = net.cores[2].commit_index
+    assert commit_before == leader.commit_index == 1
+    leader.propose(b"w", net.now_ms)
+    net.pump()
+    assert leader.commit_index == commit_before + 1
+    assert net.cores[2].commit_index == commit_before  # no empty append was sent just for it
+    assert leader.next_deadline_ms() == net.now_ms + 20
+    net.now_ms += 19
+    leader.tick(net.now_ms)
+    net.drain(1)
+    assert not net.queue
+    net.now_ms += 1
+    leader.tick(net.now_ms)
+    net.pump()
+    assert net.cores[2].commit_index == net.cores[3].commit_index == leader.commit_index
+
+
+def test_commit_notify_delay_zero_tells_followers_at_once() -> None:
+    net = Net(commit_notify_delay_ms=0)
+    leader = net.elect(1)
+    leader.propose(b"w", net.now_ms)
+    net.pump()
+    assert net.cores[2].commit_index == net.cores[3].commit_index == leader.commit_index
 
 
 def test_commit_only_counts_entries_of_the_current_term() -> None:
