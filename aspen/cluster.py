@@ -27,7 +27,7 @@ from aspen import worker_messages as wm
 from aspen.addr import EndpointAddr
 from aspen.cluster_view import ClusterView, member_addr_text
 from aspen.control_plane import ApiError
-from aspen.errors import AspenError, WireDecodeError
+from aspen.errors import AspenError, LimitExceeded, WireDecodeError
 from aspen.identity import EndpointId
 from aspen.peer_spec import parse_peer_spec
 from aspen.plugin_api import PeerConnection
@@ -108,9 +108,15 @@ class ClusterService:
 
     # ------------------------------------------------------------------ submitting
 
-    async def _submit(self, make: Callable[[int], wm.ToWorker]) -> wm.FromWorker:
+    async def _submit(self, make: Callable[[int], wm.ToWorker], *, needs_leader: bool = True) -> wm.FromWorker:
+        """Serve `make(request_id)` locally or at the leader. A request that only the leader can
+        serve (`needs_leader`: writes, membership) goes straight to the leader this node knows of
+        (a stale hint costs one NotLeader answer); asking the local worker first cost a ring round
+        trip and a worker wake-up per forwarded write (measured in perf/kv_bench.py)."""
         deadline = time.monotonic() + CLIENT_REQUEST_TIMEOUT_MS / 1000
         target = self._node_id
+        if needs_leader and self._view.leader_id and self._view.addr_of(self._view.leader_id) is not None:
+            target = self._view.leader_id
         hints = busy = 0
         last_busy: wm.ErrorReply | None = None
         while hints < MAX_FORWARD_ATTEMPTS and busy < MAX_BUSY_RETRIES:
@@ -206,7 +212,8 @@ class ClusterService:
 
     async def read(self, query: kv.Get | kv.Scan, *, linearizable: bool) -> kv.GetResult | kv.ScanResult:
         data = kv.encode_command(query)
-        reply = self._check(await self._submit(lambda rid: wm.ClientRead(rid, data, linearizable)))
+        reply = self._check(await self._submit(lambda rid: wm.ClientRead(rid, data, linearizable),
+                                               needs_leader=False))
         assert isinstance(reply, wm.ReadDone), reply
         result = kv.decode_result(reply.result)
         assert isinstance(result, (kv.GetResult, kv.ScanResult))
@@ -339,17 +346,35 @@ class ClusterService:
         await serve_rpc(conn, self._serve_forward)
 
     async def _serve_forward(self, body: bytes) -> bytes:
-        """Answer a ForwardBatch: every request goes to our worker at once (they share its next
-        pump, hence one fsync), replies come back in order."""
+        """Answer a ForwardBatch: every request goes to our worker in one ring write (they share
+        its next pump, hence one fsync), replies come back in order."""
         try:
             batch = _batch_decoder.decode(body)
         except msgspec.DecodeError:
             self._refused.labels("malformed").inc()
             return _batch_encoder.encode(ForwardBatchReply([]))
-        replies = await asyncio.gather(*(self._serve_one(encoded) for encoded in batch.requests))
-        return _batch_encoder.encode(ForwardBatchReply(list(replies)))
+        replies: list[bytes | None] = []
+        makes: list[Callable[[int], wm.ToWorker]] = []
+        for encoded in batch.requests:
+            refusal = self._forward_refusal(encoded)
+            if isinstance(refusal, bytes):
+                replies.append(refusal)
+            else:
+                replies.append(None)
+                makes.append(_with_request_id(refusal))
+        if makes:
+            try:
+                answers = [wm.encode(reply) for reply in
+                           await self._worker.call_many(makes, timeout_ms=CLIENT_REQUEST_TIMEOUT_MS)]
+            except (WorkerUnavailable, LimitExceeded) as exc:
+                busy = wm.encode(wm.ErrorReply(0, f"raft worker unavailable on the leader: {exc}", 503))
+                answers = [busy] * len(makes)
+            it = iter(answers)
+            replies = [next(it) if reply is None else reply for reply in replies]
+        return _batch_encoder.encode(ForwardBatchReply([r for r in replies if r is not None]))
 
-    async def _serve_one(self, encoded: bytes) -> bytes:
+    def _forward_refusal(self, encoded: bytes) -> bytes | wm.ToWorker:
+        """The decoded request if it may be forwarded, else the encoded refusal (counted)."""
         try:
             message = wm.decode_to_worker(encoded)
         except WireDecodeError:
@@ -358,12 +383,11 @@ class ClusterService:
         if not isinstance(message, FORWARDABLE):
             self._refused.labels("kind").inc()
             return wm.encode(wm.ErrorReply(0, f"{type(message).__name__} cannot be forwarded", 400))
-        try:
-            reply = await self._worker.call(lambda rid: msgspec.structs.replace(message, request_id=rid),
-                                            timeout_ms=CLIENT_REQUEST_TIMEOUT_MS)
-        except WorkerUnavailable as exc:
-            reply = wm.ErrorReply(0, f"raft worker unavailable on the leader: {exc}", 503)
-        return wm.encode(reply)
+        return message
+
+
+def _with_request_id(message: wm.ToWorker) -> Callable[[int], wm.ToWorker]:
+    return lambda rid: msgspec.structs.replace(message, request_id=rid)
 
 
 __all__ = ["ClusterService", "TICKET_PROVIDER_KEY", "CLIENT_ALPN", "CLIENT_REQUEST_TIMEOUT_MS", "MAX_FORWARD_ATTEMPTS"]

@@ -216,6 +216,31 @@ class WorkerSupervisor:
         finally:
             self._pending.pop(request_id, None)
 
+    async def call_many(self, makes: list[Callable[[int], wm.ToWorker]], *,
+                        timeout_ms: int = WORKER_REQUEST_TIMEOUT_MS) -> list[wm.FromWorker]:
+        """`call` for several requests at once: one ring write (one worker wake-up, one pump)
+        and no task per request; replies in order. A dead worker fails them all."""
+        if not self.is_up or self._inbox is None:
+            raise WorkerUnavailable("worker is not running")
+        if len(self._pending) + len(makes) > MAX_PENDING_WORKER_REQUESTS:
+            raise LimitExceeded("MAX_PENDING_WORKER_REQUESTS", len(self._pending) + len(makes),
+                                MAX_PENDING_WORKER_REQUESTS)
+        loop = asyncio.get_running_loop()
+        ids = [next(self._request_ids) for _ in makes]
+        futures: list[asyncio.Future[wm.FromWorker]] = []
+        for request_id in ids:
+            future: asyncio.Future[wm.FromWorker] = loop.create_future()
+            self._pending[request_id] = future
+            futures.append(future)
+        try:
+            await self._put([wm.encode(make(request_id)) for make, request_id in zip(makes, ids)], timeout_ms)
+            return list(await asyncio.wait_for(asyncio.gather(*futures), timeout_ms / 1000))
+        except TimeoutError:
+            raise WorkerUnavailable(f"worker did not answer within {timeout_ms} ms") from None
+        finally:
+            for request_id in ids:
+                self._pending.pop(request_id, None)
+
     async def send(self, message: wm.ToWorker) -> None:
         """Fire-and-forget message (Raft traffic, Shutdown); waits for ring space."""
         await self.send_many([message])
