@@ -326,7 +326,8 @@ def test_static_peers_flag_lets_init_name_nodes_by_id(tmp_path: Path) -> None:
         status, body = c.nodes[1].call("POST", "/init", {"initial_members": [{"id": 1}, {"id": 2}, {"id": 3}]})
         assert status == 200, body
         c.wait_leader()
-        assert c.write(3, "static", "peers")[0] == 200
+        status, body = c.write(3, "static", "peers")
+        assert status == 200, body
         for i in (1, 2, 3):
             assert c.read(i, "static") == (200, {"key": "static", "value": "peers"})
         _, peers = c.nodes[2].call("GET", "/peers")
