@@ -62,9 +62,16 @@ class WorkerSupervisor:
         self._ready: asyncio.Future[wm.Ready] | None = None
         self._pending: dict[int, asyncio.Future[wm.FromWorker]] = {}
         self._request_ids = itertools.count(1)
-        # The ring is single-producer; many coroutines send. Whoever must wait for space waits
-        # under this lock, and while it is held nobody overtakes (FIFO is kept).
-        self._put_lock = asyncio.Lock()
+        # Everything sent to the worker during one loop turn goes into the ring as one write at
+        # the end of the turn: one wake-up of the worker (and so one pump, one fsync) for all
+        # the HTTP requests, forwarded batches and Raft messages the turn brought, instead of
+        # one per sender. If the ring is full, the rest waits in `_backlog` (FIFO: later sends
+        # queue behind it) until a drain task has written it; senders then wait for that.
+        self._turn: list[bytes] = []
+        self._turn_scheduled = False
+        self._backlog: list[bytes] | None = None
+        self._backlog_done: asyncio.Future[None] | None = None
+        self._drainer: asyncio.Task[None] | None = None
         self._stopping = False
         self._started_monotonic = 0.0
         self._backoff_ms = WORKER_RESTART_BACKOFF_INITIAL_MS
@@ -193,6 +200,9 @@ class WorkerSupervisor:
             if not future.done():
                 future.set_exception(error)
         self._pending.clear()
+        self._turn = []
+        if self._drainer is not None:
+            self._drainer.cancel()  # its finally clears the backlog and releases the waiters
         for ring in (self._inbox, self._outbox):
             if ring is not None:
                 ring.close()
@@ -252,21 +262,58 @@ class WorkerSupervisor:
         await self._put([wm.encode(m) for m in messages], WORKER_REQUEST_TIMEOUT_MS)
 
     async def _put(self, items: list[bytes], timeout_ms: int) -> None:
-        inbox = self._inbox
-        if inbox is None:
+        """Queue `items` for the worker: written at the end of this loop turn, or, while the
+        ring is full, after what is already waiting (then this waits until they are written)."""
+        if self._inbox is None:
             raise WorkerUnavailable("worker is not running")
-        if not self._put_lock.locked():
-            written = inbox.try_put_many(items)
-            if written == len(items):
-                return
-            items = items[written:]
-        async with self._put_lock:
-            if self._inbox is not inbox:
-                raise WorkerUnavailable("worker restarted while sending")
-            try:
-                await inbox.put_many(items, timeout_ms=timeout_ms)
-            except TimeoutError:
-                raise WorkerUnavailable(f"worker ring full for {timeout_ms} ms") from None
+        if self._backlog is None:
+            self._turn.extend(items)
+            if not self._turn_scheduled:
+                self._turn_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush_turn)
+            return
+        self._backlog.extend(items)
+        done = self._backlog_done
+        assert done is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(done), timeout_ms / 1000)
+        except TimeoutError:
+            raise WorkerUnavailable(f"worker ring full for {timeout_ms} ms") from None
+
+    def _flush_turn(self) -> None:
+        self._turn_scheduled = False
+        items, self._turn = self._turn, []
+        inbox = self._inbox
+        if inbox is None or not items:
+            return  # the worker died this turn: teardown failed the waiting calls
+        if self._backlog is not None:
+            self._backlog.extend(items)
+            return
+        written = inbox.try_put_many(items)
+        if written == len(items):
+            return
+        self._backlog = items[written:]
+        self._backlog_done = asyncio.get_running_loop().create_future()
+        self._drainer = asyncio.create_task(self._drain_backlog(inbox), name="worker-ring-backlog")
+
+    async def _drain_backlog(self, inbox: Ring) -> None:
+        done = self._backlog_done
+        try:
+            while self._backlog:
+                batch, self._backlog = self._backlog, []
+                await inbox.put_many(batch, timeout_ms=WORKER_REQUEST_TIMEOUT_MS)
+        except TimeoutError as exc:
+            written = getattr(exc, "written_count", 0)
+            logger.error("worker ring full for %d ms: dropping %d queued messages (their calls time out)",
+                         WORKER_REQUEST_TIMEOUT_MS, len(batch) - written + len(self._backlog or []))
+        except AspenError:
+            pass  # the ring was closed under us (worker died): teardown fails the waiters
+        finally:
+            self._backlog = None
+            self._backlog_done = None
+            self._drainer = None
+            if done is not None and not done.done():
+                done.set_result(None)
 
     async def stop(self) -> None:
         """Stop the worker: Shutdown, then SIGTERM, then SIGKILL, each bounded. Idempotent."""
