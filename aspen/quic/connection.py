@@ -26,6 +26,12 @@ What the subclass changes, and why:
   and `pmtu_ceiling_bytes` (from the route MTU, given by the adapter); each acknowledged probe
   raises the datagram size of every later packet, a lost one lowers the search's upper bound.
   Binary search, at most MAX_PMTU_PROBES probes per connection.
+* Stream flow control (RFC 9000 §4.1): aioquic doubles a stream's MAX_STREAM_DATA whenever
+  half of it has *arrived*, whether or not anyone read it, so a slow reader's buffer grew until
+  Aspen reset the stream. Here, for streams whose reader reports what it still holds
+  (`set_stream_held`), the credit is what the application consumed plus the configured window
+  (`configuration.max_stream_data`), re-advertised once it grew by half a window; the peer
+  then waits instead of overrunning the reader. Streams nobody reports on keep aioquic's rule.
 * ACKs (RFC 9000 §13.2): after the handshake, ACKs wait up to ACK_DELAY_S for a packet to ride
   on (the next request or reply) instead of aioquic's 1 ms, and go out at once after
   ACK_ELICITING_THRESHOLD ack-eliciting packets.
@@ -39,7 +45,13 @@ import hmac
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.congestion.base import K_INITIAL_WINDOW
 from aioquic import tls
-from aioquic.quic.connection import NetworkAddress, QuicConnection, QuicConnectionState, QuicReceiveContext
+from aioquic.quic.connection import (
+    MAX_STREAM_DATA_FRAME_CAPACITY,
+    NetworkAddress,
+    QuicConnection,
+    QuicConnectionState,
+    QuicReceiveContext,
+)
 from aioquic.quic.packet import QuicFrameType
 from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketSpace
@@ -133,6 +145,9 @@ class AspenQuicConnection(QuicConnection):
         self._pmtu_probe_is_padded = False
         self._pmtu_in_probe = False
         self._unacked_eliciting = 0  # 1-RTT ack-eliciting packets since our last ACK frame
+        # stream id -> bytes received but not yet consumed by the application (set_stream_held)
+        self._stream_held: dict[int, int] = {}
+        self._stream_window = configuration.max_stream_data
 
     # aioquic hooks --------------------------------------------------------------------------
 
@@ -187,6 +202,52 @@ class AspenQuicConnection(QuicConnection):
             builder.quic_logger_frames.append(
                 self._quic_logger.encode_stream_frame(frame, stream_id=stream_id))
         return sender.highest_offset - previous_send_highest
+
+    # receive flow control -----------------------------------------------------------------------
+
+    def set_stream_held(self, stream_id: int, held_bytes: int) -> bool:
+        """The reader of `stream_id` holds `held_bytes` it was given but has not consumed. From
+        the first call on, the stream's credit follows consumption (module docstring). True
+        when that makes a MAX_STREAM_DATA update due (the caller should get datagrams sent)."""
+        self._stream_held[stream_id] = held_bytes
+        stream = self._streams.get(stream_id)
+        if stream is None or not stream.max_stream_data_local:
+            return False
+        return self._stream_credit_target(stream, held_bytes) is not None
+
+    def forget_stream_held(self, stream_id: int) -> None:
+        """The reader is done with `stream_id` (no more credit updates are useful)."""
+        self._stream_held.pop(stream_id, None)
+
+    def _stream_credit_target(self, stream: QuicStream, held_bytes: int) -> int | None:
+        """The new MAX_STREAM_DATA for `stream` if an update is due, else None."""
+        consumed = stream.receiver.starting_offset() - held_bytes
+        target = consumed + self._stream_window
+        if target - stream.max_stream_data_local >= self._stream_window // 2:
+            return target
+        return None
+
+    def _write_stream_limits(self, builder: QuicPacketBuilder, space: QuicPacketSpace,
+                             stream: QuicStream) -> None:
+        stream_id = stream.stream_id
+        held = self._stream_held.get(stream_id) if stream_id is not None else None
+        if held is None or stream_id is None or not stream.max_stream_data_local:
+            super()._write_stream_limits(builder, space, stream)  # aioquic's arrival-based rule
+            return
+        target = self._stream_credit_target(stream, held)
+        if target is not None:
+            stream.max_stream_data_local = target
+        if stream.max_stream_data_local_sent != stream.max_stream_data_local:
+            # As aioquic writes it (_write_stream_limits), minus the doubling.
+            buf = builder.start_frame(QuicFrameType.MAX_STREAM_DATA,
+                                      capacity=MAX_STREAM_DATA_FRAME_CAPACITY,
+                                      handler=self._on_max_stream_data_delivery, handler_args=(stream,))
+            buf.push_uint_var(stream_id)
+            buf.push_uint_var(stream.max_stream_data_local)
+            stream.max_stream_data_local_sent = stream.max_stream_data_local
+            if self._quic_logger is not None and builder.quic_logger_frames is not None:
+                builder.quic_logger_frames.append(self._quic_logger.encode_max_stream_data_frame(
+                    maximum=stream.max_stream_data_local, stream_id=stream_id))
 
     # acknowledgement policy ---------------------------------------------------------------------
 

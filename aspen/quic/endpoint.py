@@ -58,13 +58,14 @@ from aspen.quic.connection import (
 from aspen.quic.errors import APP_ERROR_SHUTDOWN, ConnectionLostError, HandshakeError
 from aspen.quic.metrics import QuicMetrics
 from aspen.quic.path import DatagramPath, NetworkAddress, UdpPath, network_to_socket_addr
-from aspen.quic.peer import QuicPeerConnection
+from aspen.quic.peer import MAX_STREAM_RECEIVE_BUFFER_SIZE, QuicPeerConnection
 from aspen.quic.pool import ConnectionPool
 from aspen.quic.rpc import DEFAULT_RPC_TIMEOUT_MS
 from aspen.quic.rpc import call as rpc_call
 from aspen.quic.rpc import send_oneway as rpc_send_oneway
 from aspen.quic.tls_identity import make_identity_certificate
 from aspen.units import MiB
+from aspen.wire import FRAME_HEADER_SIZE, MAX_RPC_MESSAGE_SIZE
 
 logger = logging.getLogger(__name__)
 
@@ -80,9 +81,13 @@ MAX_CONNECTIONS = 1024
 CONNECTION_ID_LENGTH = 8
 # RFC 9000 §14: 1200 bytes always fits; larger sizes need a path known to carry them.
 DEFAULT_MAX_DATAGRAM_SIZE = SMALLEST_MAX_DATAGRAM_SIZE
-# Flow-control windows (initial; aioquic doubles them as they are used). 16 MiB per stream lets a
-# 10 MiB message go out without waiting for a MAX_STREAM_DATA round trip; measured in perf/.
+# Flow-control windows. A stream's credit is what its reader consumed plus this (connection.py);
+# 16 MiB lets a 10 MiB message go out without waiting for a MAX_STREAM_DATA round trip (measured
+# in perf/). The connection window is aioquic's: doubled as it is used.
 DEFAULT_STREAM_WINDOW_SIZE = 16 * MiB
+# A stream's credit grows as the application reads whole frames, so the window must hold the
+# largest frame (peer.py holds at most MAX_STREAM_RECEIVE_BUFFER_SIZE).
+MIN_STREAM_WINDOW_SIZE = MAX_RPC_MESSAGE_SIZE + FRAME_HEADER_SIZE
 DEFAULT_CONNECTION_WINDOW_SIZE = 32 * MiB
 # RFC 9000 §10.3.3 asks endpoints to limit stateless resets; one per 10 ms is plenty for real
 # restarts and useless for amplification (each reset is smaller than its trigger). guess.
@@ -141,6 +146,12 @@ class Endpoint:
             raise ConfigError(f"max_datagram_size_bytes must be >= {SMALLEST_MAX_DATAGRAM_SIZE} "
                               "(RFC 9000 §14)", key="max_datagram_size_bytes",
                               value=max_datagram_size_bytes)
+        if not MIN_STREAM_WINDOW_SIZE <= stream_window_size_bytes <= MAX_STREAM_RECEIVE_BUFFER_SIZE:
+            # Below: a largest frame could never complete (credit follows whole frames read), so
+            # the stream would stall. Above: a compliant peer could overrun the receive bound.
+            raise ConfigError(f"stream_window_size_bytes must be within {MIN_STREAM_WINDOW_SIZE}.."
+                              f"{MAX_STREAM_RECEIVE_BUFFER_SIZE}", key="stream_window_size_bytes",
+                              value=stream_window_size_bytes)
         if not 1 <= max_connections or not 1 <= max_concurrent_streams:
             raise ConfigError("max_connections and max_concurrent_streams must be >= 1",
                               key="max_connections", value=max_connections)

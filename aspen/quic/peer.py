@@ -9,7 +9,10 @@ Bounds: a connection holds at most `max_concurrent_streams` streams it opened (a
 queues at most `MAX_PENDING_ACCEPTS` streams the peer opened that the handler has not accepted; a
 stream buffers at most `MAX_STREAM_RECEIVE_BUFFER_SIZE` bytes the application has not read, and
 `write_frame` waits while more than `MAX_STREAM_SEND_BACKLOG_SIZE` bytes are unacknowledged.
-Overflow resets the stream (counted), never grows memory.
+Flow control follows the reader: a stream reports the bytes it holds unread to the connection
+(`set_stream_held`), whose MAX_STREAM_DATA credit is what was consumed plus the stream window,
+so a slow reader makes the peer wait rather than overflow. Overflow by a peer that ignores the
+credit resets the stream (counted), never grows memory.
 
 Waits on the network: `read_frame`, `write_frame` (backlog) and `accept_stream` take an optional
 `timeout_ms`; without one they still end, with `ConnectionLostError`, when the connection dies —
@@ -48,9 +51,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# One whole frame the application is reading plus one arriving behind it; anything more means
-# the reader is not keeping up and the stream is reset (aioquic grants flow-control credit as
-# soon as bytes arrive, so this is the only receive-side bound). guess: revisit.
+# One whole frame the application is reading plus one arriving behind it. Flow control keeps a
+# compliant peer within the stream window (at most this, checked by the Endpoint), so only a
+# peer that ignores MAX_STREAM_DATA could get here; its stream is reset. guess: revisit.
 MAX_STREAM_RECEIVE_BUFFER_SIZE = 2 * (MAX_RPC_MESSAGE_SIZE + FRAME_HEADER_SIZE)
 # Two whole frames may wait for acknowledgement before write_frame blocks (one in flight, one
 # queued), so a 10 MiB message is written in one call. guess: revisit.
@@ -136,6 +139,10 @@ class QuicPeerStream:
             if self._frames:
                 body = self._frames.popleft()
                 self._frames_bytes -= len(body)
+                conn = self._conn
+                if not self._recv_done and conn.quic.set_stream_held(
+                        self.stream_id, self._frames_bytes + self._decoder.buffered_bytes):
+                    conn._wake()  # credit grew by half a window: tell the peer (MAX_STREAM_DATA)
                 return body
             if self._error is not None:
                 raise self._error
@@ -227,7 +234,10 @@ class QuicPeerStream:
             logger.debug("stream %d: %s; resetting it", self.stream_id, exc)
             self._abort(APP_ERROR_MALFORMED_FRAME, exc)
             return
-        if self._frames_bytes + self._decoder.buffered_bytes > MAX_STREAM_RECEIVE_BUFFER_SIZE:
+        held = self._frames_bytes + self._decoder.buffered_bytes
+        if not self._recv_done:
+            self._conn.quic.set_stream_held(self.stream_id, held)  # credit follows reads
+        if held > MAX_STREAM_RECEIVE_BUFFER_SIZE:
             self._conn._metrics.frames_rejected.labels(reason="buffer_full").inc()
             self._abort(APP_ERROR_RECEIVE_BUFFER_FULL, LimitExceeded(
                 "MAX_STREAM_RECEIVE_BUFFER_SIZE", self._frames_bytes + self._decoder.buffered_bytes,
@@ -302,6 +312,8 @@ class QuicPeerStream:
             waiter.set_result(None)
 
     def _maybe_release(self) -> None:
+        if self._recv_done and self._can_read:
+            self._conn.quic.forget_stream_held(self.stream_id)
         if not self._released and self._recv_done and self._send_done:
             self._released = True
             if self._on_done is not None:
