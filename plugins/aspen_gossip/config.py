@@ -40,13 +40,18 @@ JOIN_TIMEOUT_MS = 5_000
 # not lost: a lost packet comes back after one PTO (RFC 9002 §6.2, >= RTT + 4 rttvar +
 # max_ack_delay), and a graft sent before that only adds a duplicate and reshapes the tree.
 GRAFT_TIMEOUT_1_MS = 300
-GRAFT_TIMEOUT_2_MS = 40  # Graft sent -> try the next announcer; iroh-gossip default
+# Graft sent -> try the next announcer. iroh-gossip uses 40 ms, less than one round trip at
+# 10-50 ms per link: the second Graft then races the first, and the announcer farther from the
+# source often wins, deepening our whole subtree. Measured (1,000 nodes, random senders, seeds
+# 1-2): 40 ms -> LDH max 16 / 14; 150 ms -> 14 / 14. Over QUIC a Graft is not lost, so the next
+# announcer is only needed when the first died or lost the payload: waiting longer costs little.
+GRAFT_TIMEOUT_2_MS = 150
 DISPATCH_TIMEOUT_MS = 5  # IHave batching window; iroh-gossip default
-# Hops. iroh-gossip uses 7. Measured in aspen_gossip.sim (1,000 nodes, random senders, graft
-# timeout 300 ms, seed 1, 30 broadcasts): threshold 7 -> RMR 0.09, LDH mean 18.5 / max 24;
-# 4 -> 0.06, 16.1 / 23; 3 -> 0.05, 14.3 / 20; 2 -> 0.02, 13.8 / 16; 1 -> 0.06, 15.5 / 20.
-# With many senders one shared tree is reshaped by every graft; swapping early and cheaply
-# (Graft(None) + Prune, no payload) keeps it shallow.
+# Hops; Plumtree §3.8 now applies only to a sender that has not yet sent its Level frame: the
+# anchor tree (aspen_gossip.tree) decides every other link. iroh-gossip uses 7. Measured before
+# the anchor tree (1,000 nodes, random senders, graft timeout 300 ms, seed 1, 30 broadcasts):
+# threshold 7 -> RMR 0.09, LDH mean 18.5 / max 24; 4 -> 0.06, 16.1 / 23; 3 -> 0.05, 14.3 / 20;
+# 2 -> 0.02, 13.8 / 16; 1 -> 0.06, 15.5 / 20.
 OPTIMIZATION_THRESHOLD = 2
 MESSAGE_CACHE_RETENTION_MS = 30_000  # payloads kept for Graft replies; iroh-gossip default
 MESSAGE_ID_RETENTION_MS = 90_000  # seen ids kept for dedup; iroh-gossip default

@@ -32,6 +32,11 @@ MAX_FRAME_SIZE = 65_536
 MAX_SHUFFLE_NODES = 64
 # IHave batching chunk (iroh: (max_payload - 3) / 35 per message; 4096 -> 116). Bound with room.
 MAX_IHAVE_ENTRIES = 256
+# Anchor-tree levels (aspen_gossip.tree): hops to the anchor. A level at this bound means "no
+# route" (RIP's 16 plays the same part): it ends counting to infinity after the anchor dies.
+# A HyParView overlay of active view 5 has diameter ~7 at 1,000 nodes and grows with log N, so
+# 32 leaves room for far larger swarms while bounding a failover to ~32 rounds of Level frames.
+MAX_TREE_LEVEL = 32
 
 PeerIdBytes = Annotated[bytes, msgspec.Meta(min_length=PEER_ID_SIZE, max_length=PEER_ID_SIZE)]
 MessageIdBytes = Annotated[bytes, msgspec.Meta(min_length=MESSAGE_ID_SIZE, max_length=MESSAGE_ID_SIZE)]
@@ -139,9 +144,19 @@ class IHave(msgspec.Struct, frozen=True, array_like=True, tag=13, gc=False):
     entries: Annotated[list[IHaveEntry], msgspec.Meta(max_length=MAX_IHAVE_ENTRIES)]
 
 
+class Level(msgspec.Struct, frozen=True, array_like=True, tag=14, gc=False):
+    """Anchor-tree state of the sender (aspen_gossip.tree): its anchor, its hops to it, and
+    whether the receiver is its uplink (the receiver then pushes payloads to it)."""
+
+    anchor: PeerIdBytes
+    level: Annotated[int, msgspec.Meta(ge=0, le=MAX_TREE_LEVEL)]
+    uplink: bool
+
+
 SwarmMessage = Join | ForwardJoin | Shuffle | ShuffleReply | Neighbor | Disconnect
-GossipMessage = Gossip | Prune | Graft | IHave
-Frame = Join | ForwardJoin | Shuffle | ShuffleReply | Neighbor | Disconnect | Gossip | Prune | Graft | IHave
+GossipMessage = Gossip | Prune | Graft | IHave | Level
+Frame = (Join | ForwardJoin | Shuffle | ShuffleReply | Neighbor | Disconnect | Gossip | Prune | Graft
+         | IHave | Level)
 
 _ENCODER = msgspec.msgpack.Encoder()
 _FRAME_DECODER: msgspec.msgpack.Decoder[Frame] = msgspec.msgpack.Decoder(Frame)
@@ -172,8 +187,8 @@ def encoded_gossip_size(content_size_bytes: int, round_: int = 0) -> int:
 
 __all__ = [
     "StreamHeader", "PeerInfo", "Join", "ForwardJoin", "Shuffle", "ShuffleReply", "Neighbor",
-    "Disconnect", "Gossip", "Prune", "Graft", "IHave", "IHaveEntry", "Frame", "SwarmMessage",
+    "Disconnect", "Gossip", "Prune", "Graft", "IHave", "IHaveEntry", "Level", "Frame", "SwarmMessage",
     "GossipMessage", "encode_frame", "decode_frame", "decode_stream_header", "encoded_gossip_size",
     "PRIORITY_HIGH", "PRIORITY_LOW", "SCOPE_SWARM", "SCOPE_NEIGHBORS", "MAX_FRAME_SIZE",
-    "MAX_ROUND", "MAX_TTL", "MAX_SHUFFLE_NODES", "MAX_IHAVE_ENTRIES",
+    "MAX_ROUND", "MAX_TTL", "MAX_SHUFFLE_NODES", "MAX_IHAVE_ENTRIES", "MAX_TREE_LEVEL",
 ]

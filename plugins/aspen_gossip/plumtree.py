@@ -22,6 +22,20 @@ every `graft_timeout_2_ms` (§3.5). Tree optimisation (§3.8): when a payload ar
 at round r while an `IHave` had announced it at round r' with r - r' >= `optimization_threshold`,
 we graft the announcer (`Graft(None, r')`) and prune the eager sender.
 
+The anchor tree (aspen_gossip.tree) replaces arrival order as the judge of links. Once a neighbor
+has sent its `Level` frame, the link is eager exactly when it is a tree link (my uplink or my
+child), on both ends, and lazy otherwise; §3.8 and "the first sender becomes eager" no longer
+apply to it. Why: with random senders §3.8 pulls the one shared tree toward each sender in turn
+and it never settles (LDH 19-22 at 1,000 nodes; with the anchor tree <= 14). What stays:
+- Repair: an IHave'd id that does not arrive is grafted as before, from the announcer with the
+  lowest round; for a tree-placed peer the Graft fetches that one payload without making the link
+  eager, so the tree re-forms by itself.
+- An off-tree payload (a Level in flight, a Graft reply) is delivered and answered with Prune;
+  a duplicate from a tree link prunes nothing (tree links stay).
+- A Prune from a tree link is ignored: the Level frames already in flight settle who is whose.
+- A node in a tree starts a new neighbor lazy, not eager (§3.6): the Level frames place it one
+  round trip later; a node in no tree yet (just joined) still floods its new neighbors.
+
 Message id = blake3(content); a payload whose id does not match its content is dropped and
 counted ("spoofed_message_id"). Seen ids are kept `message_id_retention_ms` (dedup), payloads
 `message_cache_retention_ms` (to answer Grafts).
@@ -61,9 +75,11 @@ from aspen_gossip.messages import (
     Graft,
     IHave,
     IHaveEntry,
+    Level,
     Prune,
     encoded_gossip_size,
 )
+from aspen_gossip.tree import AnchorTree
 
 # Encoded IHaveEntry: fixarray(2) + bin8 header (2) + 32-byte id + uint16 round (3) = 38 bytes;
 # an IHave frame adds its tag, array headers and list header (< 8 bytes).
@@ -109,6 +125,7 @@ class Plumtree:
         self._lazy_queue: dict[PeerId, deque[IHaveEntry]] = {}
         self._dispatch_scheduled = False
         self._evict_scheduled = False
+        self.tree = AnchorTree(me)
         self._ihave_per_frame = min(MAX_IHAVE_ENTRIES, (config.max_message_size - IHAVE_FRAME_OVERHEAD)
                                     // IHAVE_ENTRY_ENCODED_SIZE)
 
@@ -150,15 +167,36 @@ class Plumtree:
 
     # --- neighbors --------------------------------------------------------------------------
 
-    def neighbor_up(self, peer: PeerId) -> None:
-        """Plumtree §3.6: a new neighbor starts in the eager set."""
-        self._lazy.pop(peer, None)
-        self._eager[peer] = None
+    def neighbor_up(self, peer: PeerId, out: list[OutEvent]) -> None:
+        """Plumtree §3.6: a new neighbor starts in the eager set, so that a node outside any
+        tree still floods. A node already in a tree keeps the new link lazy until the Level
+        frames place it: pushing meanwhile would deliver off the tree, at a higher hop count
+        (seen in the simulation: HyParView replaces ~2 links a second among 1,000 nodes)."""
+        tree = self.tree
+        if tree.uplink is None and not tree.children():
+            self._lazy.pop(peer, None)
+            self._eager[peer] = None
+        else:
+            self._eager.pop(peer, None)
+            self._lazy[peer] = None
+        tree.neighbor_up(peer, out)
 
-    def neighbor_down(self, peer: PeerId) -> None:
+    def neighbor_down(self, peer: PeerId, out: list[OutEvent]) -> None:
         self._eager.pop(peer, None)
         self._lazy.pop(peer, None)
         self._lazy_queue.pop(peer, None)
+        self.tree.neighbor_down(peer, out)
+        self._follow_tree()
+
+    def _follow_tree(self) -> None:
+        """Eager = the anchor tree's links, lazy = every other neighbor that told us its place.
+        No Prune is sent: the other end learns the same facts from the same Level frames."""
+        tree = self.tree
+        for peer in (*self._eager, *self._lazy):  # <= active view capacity
+            if tree.is_tree_link(peer):
+                self._make_eager(peer)
+            elif tree.knows(peer):
+                self._make_lazy(peer)
 
     def _is_neighbor(self, peer: PeerId) -> bool:
         return peer in self._eager or peer in self._lazy
@@ -284,7 +322,12 @@ class Plumtree:
             assert isinstance(message, Graft)
             self._on_graft(sender, message, out)
         elif kind is Prune:
-            self._make_lazy(sender)
+            if not self.tree.is_tree_link(sender):  # a tree link stays: Level frames settle it
+                self._make_lazy(sender)
+        elif kind is Level:
+            assert isinstance(message, Level)
+            self.tree.on_level(sender, message, out)
+            self._follow_tree()
 
     def _on_gossip(self, sender: PeerId, message: Gossip, now_ms: int, out: list[OutEvent]) -> None:
         message_id = message.message_id
@@ -295,8 +338,10 @@ class Plumtree:
             out.append(EmitEvent(Received(message.content, message_id, sender, SCOPE_NEIGHBORS, message.round)))
             return
         if message_id in self._seen:
-            # paper §3.3: a duplicate turns the link lazy, both ways
             self.stats[STAT_DUPLICATE] += 1
+            if self.tree.is_tree_link(sender):
+                return  # a tree link stays eager; the off-tree sender was pruned on arrival
+            # paper §3.3: a duplicate turns the link lazy, both ways
             self._make_lazy(sender)
             out.append(SendMessage(sender, _PRUNE))  # even if lazy here: it still pushes to us
             return
@@ -311,6 +356,16 @@ class Plumtree:
         # already has the payload (it announced it) and must not get it pushed again.
         self._push(message_id, content, min(round_ + 1, MAX_ROUND), sender, now_ms, out)
         announcers = self._missing.pop(message_id, None)
+        tree = self.tree
+        if tree.knows(sender):
+            # The anchor tree, not arrival order, decides the links (§3.8 would pull the tree
+            # toward each sender). An off-tree sender should not be pushing to us (a Level frame
+            # in flight, or a Graft reply): make sure it stops. A faster off-tree path would
+            # deliver at a higher hop count than the tree, and that is what LDH measures.
+            if not tree.is_tree_link(sender):
+                self._make_lazy(sender)
+                out.append(SendMessage(sender, _PRUNE))
+            return
         if announcers:
             # paper §3.8: a lazy path announced it many hops earlier: swap the links
             best_peer, best_round = min(announcers, key=lambda a: a[1])
@@ -341,7 +396,9 @@ class Plumtree:
                 announcers.append((sender, entry.round))
 
     def _on_graft(self, sender: PeerId, message: Graft, out: list[OutEvent]) -> None:
-        self._make_eager(sender)
+        if not self.tree.knows(sender):
+            self._make_eager(sender)
+        # else: a repair of one message; the anchor tree alone decides which links stay eager
         if message.message_id is None:
             return
         content = self._cache.get(message.message_id)
@@ -373,10 +430,13 @@ class Plumtree:
         announcers = self._missing.get(message_id)
         if announcers is None:
             return  # arrived meanwhile
-        while announcers:
-            peer, round_ = announcers.pop(0)
+        while announcers:  # <= MAX_ANNOUNCERS_PER_ID
+            # the announcer nearest the source first (the earliest on a tie): its round becomes
+            # ours and our subtree's, so a far one would deepen the whole subtree (LDH)
+            peer, round_ = announcers.pop(min(range(len(announcers)), key=lambda i: announcers[i][1]))
             if self._is_neighbor(peer):
-                self._make_eager(peer)
+                if not self.tree.knows(peer):
+                    self._make_eager(peer)
                 out.append(SendMessage(peer, Graft(message_id, round_)))
                 # keep the entry: the payload may still come; try the next announcer later
                 out.append(ScheduleTimer(now_ms + self.config.graft_timeout_2_ms, SendGraft(message_id)))

@@ -76,6 +76,7 @@ from aspen_gossip.messages import (
     Graft,
     IHave,
     Join,
+    Level,
     Neighbor,
     Prune,
     Shuffle,
@@ -83,7 +84,7 @@ from aspen_gossip.messages import (
 )
 from aspen_gossip.plumtree import Plumtree
 
-_GOSSIP_TYPES = (Gossip, Prune, Graft, IHave)
+_GOSSIP_TYPES = (Gossip, Prune, Graft, IHave, Level)
 _HYPARVIEW_TIMERS = (ShuffleTimer, JoinTimeout, NeighborRequestTimeout)
 
 
@@ -171,9 +172,9 @@ class Topic:
             if type(action) is EmitEvent:
                 event = action.event
                 if type(event) is NeighborUp:
-                    self.plumtree.neighbor_up(event.peer)
+                    self.plumtree.neighbor_up(event.peer, out)
                 elif type(event) is NeighborDown:
-                    self.plumtree.neighbor_down(event.peer)
+                    self.plumtree.neighbor_down(event.peer, out)
 
     # --- read-only views --------------------------------------------------------------------
 

@@ -5,12 +5,13 @@ the last first-delivery, the source's push being hop 1).
 
 What CI runs and why (measured on the shared 2-core box):
 - 1,000 nodes, random senders, 10 warm-up + 20 measured broadcasts, one seed (~10 s):
-  zero missed, RMR mean < 0.2, LDH mean < 16, LDH max < 25.
+  zero missed, RMR mean < 0.2, LDH max < 15 (iroh-gossip's single-sender bounds).
 - 1,000 nodes, one sender, iroh's latency model (static 50 ms), 30 broadcasts (~10 s):
   iroh-gossip's own single-sender bounds: zero missed, RMR < 0.2, LDH < 15 (max).
 - 300 nodes, 20% fail at once, heal, 20 broadcasts (~3 s): zero missed after healing.
-- `--soak`: 1,000 nodes x 100 random-sender broadcasts, then 20% fail at once and 100 more,
-  3 seeds (~2-3 min).
+- 300 nodes, the anchor of the tree fails: one new anchor, zero missed (~3 s).
+- `--soak`: 1,000 nodes x 100 random-sender broadcasts (LDH max < 15 for every one), then 20%
+  fail at once and 100 more, seeds 1-4 (~2-3 min).
 `pytest --seed N` replays exactly one seed; every assertion message names its seed.
 """
 
@@ -20,18 +21,19 @@ import random
 
 import pytest
 
+from aspen_gossip.messages import MAX_TREE_LEVEL
 from aspen_gossip.sim import PhaseReport, SimConfig, Simulator
 
 CI_SEEDS = [1]
-SOAK_SEEDS = [1, 2, 3]
-# Random senders share one Plumtree. Measured at 1,000 nodes (10-50 ms per link, 1% loss),
-# seeds 1-4, 100 broadcasts each: RMR mean 0.037-0.053 (the worst single broadcast 0.24-0.51),
-# LDH mean 14.1-15.1, LDH max 19-22. So the issue's bounds (iroh's single-sender ones,
-# RMR < 0.2 and LDH < 15) hold for RMR and, on 3 seeds of 4, for the mean LDH; the worst single
-# broadcast's LDH is ~20. The LDH bounds below leave one hop / three hops of margin.
+SOAK_SEEDS = [1, 2, 3, 4]
+# Random senders share one tree, rooted at the lowest id (aspen_gossip.tree). Measured at 1,000
+# nodes (10-50 ms per link, 1% loss), 100 broadcasts each: seeds 1-4 LDH max 14 / 14 / 14 / 13,
+# mean 11.5-11.8, RMR mean 0.010-0.016; seeds 5-8 LDH max 15 / 13 / 14 / 13. (Plumtree's own
+# per-message optimisation gave LDH max 19-22, mean 14.1-15.1.) The issue's bounds are iroh's
+# single-sender ones, RMR < 0.2 and LDH < 15; they hold for every broadcast of seeds 1-4, with
+# no hop to spare: a regression of the tree shows here.
 STABLE_RMR_MEAN_BOUND = 0.2
-STABLE_LDH_MEAN_BOUND = 16
-STABLE_LDH_MAX_BOUND = 25
+STABLE_LDH_MAX_BOUND = 15
 # iroh-gossip tests/sim.rs big_single_sender
 SINGLE_RMR_BOUND = 0.2
 SINGLE_LDH_BOUND = 15
@@ -61,7 +63,6 @@ def test_stable_state_1000_nodes_random_senders(replay_seed: int | None) -> None
         report = sim.run_broadcasts(20)
         check_delivery(report, seed, "stable")
         assert report.rmr_mean < STABLE_RMR_MEAN_BOUND, f"seed {seed}: {report.summary()}"
-        assert report.ldh_mean < STABLE_LDH_MEAN_BOUND, f"seed {seed}: {report.summary()}"
         assert report.ldh_max < STABLE_LDH_MAX_BOUND, f"seed {seed}: {report.summary()}"
         # payloads: about one per node, where flooding the same overlay sends ~degree - 1
         assert report.payloads_per_node_per_broadcast < 0.5 * sim.flood_payloads_per_node()
@@ -95,6 +96,29 @@ def test_20_percent_fail_at_once_and_the_overlay_heals(replay_seed: int | None) 
         report = sim.run_broadcasts(20)
         check_delivery(report, seed, "after 20% failure")
         assert report.live_nodes == 300 - len(victims)
+
+
+def test_the_anchor_fails_and_the_tree_regrows_around_the_next_lowest_id(replay_seed: int | None) -> None:
+    for seed in seeds(replay_seed, CI_SEEDS):
+        sim = stable_sim(300, seed, SimConfig(nodes=300))
+        sim.run_broadcasts(5)
+        assert {sim.topics[i].plumtree.tree.anchor for i in range(300)} == {sim.ids[0]}
+        sim.fail([0])  # the lowest id: everyone's anchor
+        sim.run_until(sim.now_ms + 30_000)
+        trees = [sim.topics[i].plumtree.tree for i in sim.live_nodes()]
+        assert {t.anchor for t in trees} == {sim.ids[1]}, f"seed {seed}"
+        # every uplink chain ends at the anchor: no loop, no dead end (levels can lag by a Level
+        # frame in flight while HyParView keeps replacing links, so they are not compared)
+        for tree in trees:
+            hop = tree
+            for _ in range(MAX_TREE_LEVEL):
+                if hop.uplink is None:
+                    break
+                hop = sim.topics[sim.index[hop.uplink]].plumtree.tree
+            assert hop.me == sim.ids[1], f"seed {seed}: {sim.index[tree.me]} does not reach the anchor"
+        report = sim.run_broadcasts(20)
+        check_delivery(report, seed, "after the anchor failed")
+        assert report.rmr_mean < STABLE_RMR_MEAN_BOUND, f"seed {seed}: {report.summary()}"
 
 
 def test_same_seed_replays_the_same_run() -> None:
@@ -140,8 +164,7 @@ def test_soak_1000_nodes_100_broadcasts_then_20_percent_churn(replay_seed: int |
         stable = sim.run_broadcasts(100)
         check_delivery(stable, seed, "stable")
         assert stable.rmr_mean < STABLE_RMR_MEAN_BOUND, f"seed {seed}: {stable.summary()}"
-        assert stable.ldh_mean < STABLE_LDH_MEAN_BOUND, f"seed {seed}: {stable.summary()}"
-        assert stable.ldh_max < STABLE_LDH_MAX_BOUND, f"seed {seed}: {stable.summary()}"
+        assert stable.ldh_max < STABLE_LDH_MAX_BOUND, f"seed {seed}: {[m.ldh for m in stable.broadcasts]}"
         fail_and_heal(sim, seed, 0.2, heal_ms=60_000)
         after = sim.run_broadcasts(100)
         check_delivery(after, seed, "after 20% failure")
