@@ -59,7 +59,7 @@ from aioquic.quic.packet import QuicStreamFrame
 from aioquic.quic.stream import QuicStream, QuicStreamSender
 
 from aspen.identity import EndpointId
-from aspen.quic.packet_crypto import use_zero_copy_crypto
+from aspen.quic.packet_crypto import aspen_packet_builder, use_zero_copy_crypto
 from aspen.quic.tls_identity import IdentityTlsContext, install_identity_checks
 
 # RFC 9000 §10.3: a stateless reset token is 16 bytes; the smallest reset datagram is 21 bytes
@@ -284,7 +284,10 @@ class AspenQuicConnection(QuicConnection):
                 or self._pmtu_probes_sent >= MAX_PMTU_PROBES)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
-        datagrams = super().datagrams_to_send(now)
+        """aioquic's, plus PMTU probes. Datagrams are bytes-like: 1-RTT ones are bytearrays
+        (packet_crypto.AspenPacketBuilder); sockets take either."""
+        with aspen_packet_builder():  # packet_crypto.py: fewer copies per 1-RTT packet
+            datagrams = super().datagrams_to_send(now)
         if self._pmtu_probe_uid is not None and now - self._pmtu_probe_sent_at > PMTU_PROBE_TIMEOUT_S:
             self._pmtu_probe_failed()
         if (self._pmtu_probe_uid is None and self._handshake_confirmed and not self.is_pmtu_search_done
@@ -307,7 +310,8 @@ class AspenQuicConnection(QuicConnection):
         congestion.congestion_window = self._loss.bytes_in_flight + size
         self._pmtu_in_probe = True
         try:
-            probe = super().datagrams_to_send(now)
+            with aspen_packet_builder():
+                probe = super().datagrams_to_send(now)
         finally:
             self._max_datagram_size = saved
             congestion.congestion_window = saved_window

@@ -22,12 +22,17 @@ against aioquic's own implementation). Installed per connection by `use_zero_cop
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from aioquic._crypto import AEAD_TAG_LENGTH, CryptoError
 from aioquic.quic.crypto import CryptoContext, CryptoPair, KeyUnavailableError, next_key_phase
-from aioquic.quic.packet import decode_packet_number
+from aioquic.quic import connection as _aioquic_connection
+from aioquic.quic.packet import PACKET_FIXED_BIT, PACKET_NUMBER_MAX_SIZE, QuicPacketType, decode_packet_number
+from aioquic.quic.packet_builder import PACKET_NUMBER_SEND_SIZE, QuicPacketBuilder
 
 # RFC 9001 §5.4.2: the header protection sample starts 4 bytes after the packet number field
 # and is 16 bytes long.
@@ -43,12 +48,21 @@ class ZeroCopyCryptoContext(CryptoContext):
     """aioquic's CryptoContext with copy-free AES-GCM packet protection (module docstring)."""
 
     def encrypt_packet(self, plain_header: bytes, plain_payload: bytes, packet_number: int) -> bytes:
+        packet = self.seal(plain_header, plain_payload, packet_number)
+        if packet is None:
+            return super().encrypt_packet(plain_header, plain_payload, packet_number)
+        # bytes: the packet builder's push_bytes takes read-only buffers only (one copy).
+        return bytes(packet)
+
+    def seal(self, plain_header: bytes, plain_payload: bytes, packet_number: int) -> bytearray | None:
+        """The protected packet in a new bytearray (one AES pass, no copy of the payload), or
+        None where only aioquic's path applies (ChaCha20)."""
         aead = self.aead
         hp = self.hp
         assert aead is not None and hp is not None, "Encryption key is not available"
         cipher = aead._aead
         if not isinstance(cipher, AESGCM) or hp._is_chacha20:
-            return super().encrypt_packet(plain_header, plain_payload, packet_number)
+            return None
         header_size = len(plain_header)
         out = bytearray(header_size + len(plain_payload) + AEAD_TAG_LENGTH)
         out[:header_size] = plain_header
@@ -61,8 +75,7 @@ class ZeroCopyCryptoContext(CryptoContext):
         out[0] ^= mask[0] & (_LONG_HEADER_MASK if out[0] & _LONG_HEADER_BIT else _SHORT_HEADER_MASK)
         for i in range(pn_length):
             out[pn_offset + i] ^= mask[1 + i]
-        # bytes: the packet builder's push_bytes takes read-only buffers only (one copy).
-        return bytes(out)
+        return out
 
     def decrypt_packet(self, packet: bytes, encrypted_offset: int,
                        expected_packet_number: int) -> tuple[bytes, bytes, int, bool]:
@@ -101,6 +114,70 @@ class ZeroCopyCryptoContext(CryptoContext):
         return plain_header, payload, packet_number, crypto is not self
 
 
+class AspenPacketBuilder(QuicPacketBuilder):
+    """aioquic's QuicPacketBuilder; a 1-RTT packet alone in its datagram (every application
+    packet after the handshake) skips four copies of itself.
+
+    aioquic ends a packet by copying it out of its Buffer, slicing header and payload apart,
+    encrypting, copying the result back into the Buffer and finally copying the Buffer out as
+    the datagram. Here the payload is copied out once and sealed into a bytearray that *is* the
+    datagram. Same bytes on the wire, same bookkeeping (sent packets, flight and total bytes,
+    packet numbers); anything else (long headers, coalesced or padded datagrams, a qlog
+    logger, ChaCha20) goes through aioquic's `_end_packet` unchanged.
+    """
+
+    def _end_packet(self) -> None:
+        packet = self._packet
+        pair = self._packet_crypto
+        buf = self._buffer
+        packet_size = buf.tell()
+        header_size = self._header_size
+        if (packet is None or pair is None or self._packet_type != QuicPacketType.ONE_RTT or self._packet_start != 0
+                or self._datagram_needs_padding or self._quic_logger is not None
+                or packet_size - header_size < PACKET_NUMBER_MAX_SIZE - PACKET_NUMBER_SEND_SIZE
+                or type(pair.send) is not ZeroCopyCryptoContext):
+            super()._end_packet()
+            return
+        # What aioquic writes for a short header (packet_builder._end_packet).
+        header = bytes((PACKET_FIXED_BIT | (self._spin_bit << 5) | (pair.key_phase << 2)
+                        | (PACKET_NUMBER_SEND_SIZE - 1),)) + self._peer_cid + (
+            self._packet_number & 0xFFFF).to_bytes(PACKET_NUMBER_SEND_SIZE, "big")
+        if pair._update_key_requested:  # as CryptoPair.encrypt_packet does
+            pair._update_key("local_update")
+        datagram = pair.send.seal(header, buf.data_slice(header_size, packet_size), self._packet_number)
+        if datagram is None:  # pragma: no cover - ZeroCopyCryptoContext with a ChaCha20 key
+            super()._end_packet()
+            return
+        packet.sent_bytes = len(datagram)
+        self._packets.append(packet)
+        if packet.in_flight:
+            self._datagram_flight_bytes += packet.sent_bytes
+        # _flush_current_datagram, for a datagram that needs no padding
+        self._datagrams.append(datagram)  # type: ignore[arg-type]  # sent as is, like bytes
+        self._flight_bytes += self._datagram_flight_bytes
+        self._total_bytes += len(datagram)
+        self._datagram_init = True
+        buf.seek(0)
+        self._packet_number += 1
+        self._packet = None
+        self.quic_logger_frames = None
+
+
+@contextlib.contextmanager
+def aspen_packet_builder() -> Iterator[None]:
+    """While active, aioquic's QuicConnection builds packets with AspenPacketBuilder.
+
+    aioquic constructs its builder by module-global name inside `datagrams_to_send`; the name
+    is swapped for the duration of one call of ours (single-threaded event loop: no other
+    connection runs meanwhile), so plain aioquic connections in the same process are untouched.
+    """
+    setattr(_aioquic_connection, "QuicPacketBuilder", AspenPacketBuilder)
+    try:
+        yield
+    finally:
+        setattr(_aioquic_connection, "QuicPacketBuilder", QuicPacketBuilder)
+
+
 def use_zero_copy_crypto(pair: CryptoPair) -> None:
     """Make `pair`'s send and receive contexts ZeroCopyCryptoContexts (same state, same keys).
 
@@ -111,4 +188,4 @@ def use_zero_copy_crypto(pair: CryptoPair) -> None:
             context.__class__ = ZeroCopyCryptoContext
 
 
-__all__ = ["ZeroCopyCryptoContext", "use_zero_copy_crypto"]
+__all__ = ["AspenPacketBuilder", "ZeroCopyCryptoContext", "aspen_packet_builder", "use_zero_copy_crypto"]

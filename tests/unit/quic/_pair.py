@@ -58,7 +58,8 @@ def transfer(sender: QuicConnection, receiver: QuicConnection, now: float,
     count = 0
     for data, _ in sender.datagrams_to_send(now):
         if path_max_size is None or len(data) <= path_max_size:
-            receiver.receive_datagram(data, addr, now)
+            # bytes(): what a socket delivers (Aspen's sender may hand out bytearrays)
+            receiver.receive_datagram(bytes(data), addr, now)
         count += 1
     return count
 

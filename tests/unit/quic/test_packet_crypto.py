@@ -1,4 +1,4 @@
-"""ZeroCopyCryptoContext must put exactly aioquic's bytes on the wire and read aioquic's back."""
+"""ZeroCopyCryptoContext and AspenPacketBuilder must put exactly aioquic's bytes on the wire."""
 
 from __future__ import annotations
 
@@ -7,10 +7,17 @@ import os
 import pytest
 from aioquic._crypto import CryptoError
 from aioquic.quic.crypto import CryptoContext, CryptoPair
+from aioquic.quic.packet import QuicFrameType, QuicPacketType
+from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.tls import CipherSuite, Epoch
 
 from aspen.identity import SecretKey
-from aspen.quic.packet_crypto import ZeroCopyCryptoContext, use_zero_copy_crypto
+from aspen.quic.packet_crypto import (
+    AspenPacketBuilder,
+    ZeroCopyCryptoContext,
+    aspen_packet_builder,
+    use_zero_copy_crypto,
+)
 from tests.unit.quic._pair import exchange, make_pair
 
 VERSION_1 = 0x00000001
@@ -79,3 +86,55 @@ def test_install_is_idempotent_and_leaves_state_alone() -> None:
     use_zero_copy_crypto(pair)
     use_zero_copy_crypto(pair)
     assert type(pair.send) is ZeroCopyCryptoContext and pair.send.aead is aead
+
+
+def build(builder_class: type[QuicPacketBuilder], pair: CryptoPair, payloads: list[bytes],
+          datagram_size: int) -> tuple[list[bytes], list[tuple[int, int, bool]], int, int]:
+    """Packets of one STREAM frame each (plus a tiny ACK-like one that needs padding, and a PING
+    packet that pads the datagram), the way aioquic's connection drives its builder."""
+    builder = builder_class(host_cid=bytes(8), peer_cid=bytes(range(8)), version=VERSION_1,
+                            is_client=True, max_datagram_size=datagram_size, packet_number=9)
+    offset = 0
+    for payload in payloads:
+        builder.start_packet(QuicPacketType.ONE_RTT, pair)
+        buf = builder.start_frame(QuicFrameType.STREAM_BASE | 6, capacity=16)
+        buf.push_uint_var(0)
+        buf.push_uint_var(offset)
+        buf.push_uint_var(len(payload))
+        buf.push_bytes(payload)
+        offset += len(payload)
+    builder.start_packet(QuicPacketType.ONE_RTT, pair)
+    builder.start_frame(QuicFrameType.PADDING)  # 1 byte: needs padding for the HP sample
+    builder.start_packet(QuicPacketType.ONE_RTT, pair)
+    builder.start_frame(QuicFrameType.PING)
+    builder._datagram_needs_padding = True  # as a PMTU probe does
+    datagrams, packets = builder.flush()
+    return ([bytes(d) for d in datagrams], [(p.packet_number, p.sent_bytes, p.in_flight) for p in packets],
+            builder._flight_bytes, builder._total_bytes)
+
+
+@pytest.mark.parametrize("datagram_size", [1200, 65_000])
+@pytest.mark.parametrize("key_update", [False, True])
+def test_aspen_packet_builder_puts_the_same_bytes_on_the_wire(datagram_size: int, key_update: bool) -> None:
+    secret = os.urandom(32)
+    pairs = []
+    for _ in range(2):
+        pair = CryptoPair()
+        for ctx in (pair.send, pair.recv):
+            ctx.setup(cipher_suite=CipherSuite.AES_128_GCM_SHA256, secret=secret, version=VERSION_1)
+        if key_update:
+            pair.update_key()
+        pairs.append(pair)
+    use_zero_copy_crypto(pairs[1])
+    payloads = [os.urandom(size) for size in (datagram_size - 100, 500, 30)]
+    plain = build(QuicPacketBuilder, pairs[0], payloads, datagram_size)
+    ours = build(AspenPacketBuilder, pairs[1], payloads, datagram_size)
+    assert ours == plain
+    assert len(plain[0]) == 5 and pairs[1].send.key_phase == pairs[0].send.key_phase
+
+
+def test_the_builder_swap_only_lasts_for_one_call() -> None:
+    from aioquic.quic import connection as aioquic_connection
+    with aspen_packet_builder():
+        assert aioquic_connection.QuicPacketBuilder is AspenPacketBuilder  # type: ignore[attr-defined]
+    assert aioquic_connection.QuicPacketBuilder is QuicPacketBuilder  # type: ignore[attr-defined]
