@@ -148,6 +148,7 @@ class AspenQuicConnection(QuicConnection):
         # stream id -> bytes received but not yet consumed by the application (set_stream_held)
         self._stream_held: dict[int, int] = {}
         self._stream_window = configuration.max_stream_data
+        self._ack_with_data = False  # the application queued data: a pending ACK rides on it
 
     # aioquic hooks --------------------------------------------------------------------------
 
@@ -266,6 +267,13 @@ class AspenQuicConnection(QuicConnection):
                 self._spaces[tls.Epoch.ONE_RTT].ack_at = context.time
         return is_ack_eliciting, is_probing
 
+    def ack_with_next_packet(self) -> None:
+        """The application queued data: the next `datagrams_to_send` carries any pending ACK in
+        the same packet. aioquic writes an ACK frame only once its delay is due, so a delayed ACK
+        never rode on a reply: it went alone ACK_DELAY_S later, one more datagram (and one more
+        wake-up of the peer) per request and per Raft exchange."""
+        self._ack_with_data = True
+
     def _write_ack_frame(self, builder: QuicPacketBuilder, space: QuicPacketSpace, now: float) -> None:
         super()._write_ack_frame(builder, space, now)
         if space is self._spaces.get(tls.Epoch.ONE_RTT):
@@ -286,6 +294,11 @@ class AspenQuicConnection(QuicConnection):
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
         """aioquic's, plus PMTU probes. Datagrams are bytes-like: 1-RTT ones are bytearrays
         (packet_crypto.AspenPacketBuilder); sockets take either."""
+        if self._ack_with_data:
+            self._ack_with_data = False
+            space = self._spaces.get(tls.Epoch.ONE_RTT)
+            if self._handshake_confirmed and space is not None and space.ack_at is not None and space.ack_at > now:
+                space.ack_at = now
         with aspen_packet_builder():  # packet_crypto.py: fewer copies per 1-RTT packet
             datagrams = super().datagrams_to_send(now)
         if self._pmtu_probe_uid is not None and now - self._pmtu_probe_sent_at > PMTU_PROBE_TIMEOUT_S:

@@ -77,3 +77,31 @@ def test_acks_wait_for_a_packet_to_ride_on_but_not_for_a_bulk_sender() -> None:
             break
     assert sent >= ACK_ELICITING_THRESHOLD - 1
     assert space.ack_at is not None and space.ack_at <= now
+
+
+def test_a_pending_ack_rides_on_the_reply_instead_of_going_alone() -> None:
+    """Request, then reply within the ACK delay: the reply's packet acknowledges the request,
+    and no ACK-only datagram follows when the delay runs out."""
+    from aioquic import tls
+
+    from aspen.quic.connection import ACK_DELAY_S
+    from tests.unit.quic._pair import advance, transfer
+    client, server = make_pair(SecretKey.generate(), SecretKey.generate())
+    now = handshake(client, server)
+    now = advance(client, server, now, 0.1)  # settle: handshake ACKs, HANDSHAKE_DONE
+    space = server._spaces[tls.Epoch.ONE_RTT]
+    client.send_stream_data(0, b"request")
+    assert transfer(client, server, now) == 1
+    assert space.ack_at is not None  # delayed: waiting for something to ride on
+    now += ACK_DELAY_S / 4
+    server.send_stream_data(0, b"reply")
+    server.ack_with_next_packet()
+    assert transfer(server, client, now) == 1
+    assert space.ack_at is None  # the reply carried it
+    assert server.datagrams_to_send(now + 2 * ACK_DELAY_S) == []  # nothing left to send alone
+    # Without the hint (what aioquic does), the reply leaves the ACK behind for its timer.
+    client.send_stream_data(0, b"request 2")
+    transfer(client, server, now)
+    server.send_stream_data(0, b"reply 2")
+    transfer(server, client, now)
+    assert space.ack_at is not None
