@@ -173,6 +173,46 @@ class ReadIndexResponse(msgspec.Struct, tag="read_resp", frozen=True, array_like
     ok: bool
 
 
+# Bounds of one ForwardedWrites / ForwardedResults message (a pump's worth from one follower).
+MAX_FORWARDED_WRITES = 4096
+# The commands of one ForwardedWrites stay below this many bytes; more go in another message.
+FORWARDED_WRITES_TARGET_SIZE = 1024 * 1024
+
+
+class ForwardedWrite(msgspec.Struct, frozen=True, array_like=True):
+    request_id: int  # the follower's own id for the write, echoed back
+    command: bytes  # encoded KvCommand (kv.encode_command), checked by the leader's proposal
+
+
+class ForwardedWrites(msgspec.Struct, tag="fwd", frozen=True, array_like=True):
+    """Follower -> leader: client writes the follower accepted (etcd's MsgProp). Not part of the
+    consensus protocol: the workers handle it; the leader proposes each and answers with
+    ForwardedResults. It rides the raft-rpc stream with the appends, so forwarding costs no
+    stream of its own."""
+
+    from_id: int
+    to_id: int
+    term: int
+    writes: Annotated[list[ForwardedWrite], msgspec.Meta(max_length=MAX_FORWARDED_WRITES)]
+
+
+class ForwardedResult(msgspec.Struct, frozen=True, array_like=True):
+    request_id: int
+    status: int  # 200 = applied (`result` is the encoded KvResult); else an HTTP-like error
+    result: bytes = b""
+    message: str = ""
+    leader_id: int = 0  # status 421: not the leader; this is who is, if known
+
+
+class ForwardedResults(msgspec.Struct, tag="fwd_resp", frozen=True, array_like=True):
+    """Leader -> follower: the outcome of forwarded writes, once applied (or refused)."""
+
+    from_id: int
+    to_id: int
+    term: int
+    results: Annotated[list[ForwardedResult], msgspec.Meta(max_length=MAX_FORWARDED_WRITES)]
+
+
 RaftMessage = (
     AppendEntries
     | AppendEntriesResponse
@@ -186,17 +226,19 @@ RaftMessage = (
     | ReadIndexRequest
     | ReadIndexResponse
 )
+# Everything on the raft-rpc wire: the consensus messages (for RaftCore) and the workers' own.
+PeerMessage = RaftMessage | ForwardedWrites | ForwardedResults
 
 _ENCODER = msgspec.msgpack.Encoder()
-_DECODER: msgspec.msgpack.Decoder[RaftMessage] = msgspec.msgpack.Decoder(RaftMessage)
+_DECODER: msgspec.msgpack.Decoder[PeerMessage] = msgspec.msgpack.Decoder(PeerMessage)
 
 
-def encode_message(message: RaftMessage) -> bytes:
+def encode_message(message: PeerMessage) -> bytes:
     """The msgpack body of `message` (frame it with `aspen.wire.frame`)."""
     return _ENCODER.encode(message)
 
 
-def decode_message(body: bytes) -> RaftMessage:
+def decode_message(body: bytes) -> PeerMessage:
     """Decode one message body; raises WireDecodeError on garbage or a violated bound."""
     if len(body) > MAX_RPC_MESSAGE_SIZE:
         raise WireDecodeError(f"raft message of {len(body)} bytes > MAX_RPC_MESSAGE_SIZE")
@@ -208,6 +250,13 @@ def decode_message(body: bytes) -> RaftMessage:
 
 __all__ = [
     "MAX_ENTRIES_PER_APPEND",
+    "MAX_FORWARDED_WRITES",
+    "FORWARDED_WRITES_TARGET_SIZE",
+    "ForwardedWrite",
+    "ForwardedWrites",
+    "ForwardedResult",
+    "ForwardedResults",
+    "PeerMessage",
     "MAX_SNAPSHOT_CHUNK_SIZE",
     "SNAPSHOT_CHUNK_HEADROOM_SIZE",
     "AppendEntries",

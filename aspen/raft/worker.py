@@ -14,7 +14,10 @@ Client requests are answered when their outcome is known: a write when the entry
 (term, index) is applied (another term there means it was lost: 502, the client retries); a
 linearizable read when its ReadIndex round confirmed leadership and the state machine reached
 the read index (followers serve reads too: the core forwards the ReadIndex to the leader).
-Requests this node cannot serve get `NotLeader(leader_id)`; the I/O process forwards them.
+A follower forwards client writes to its leader itself (`ForwardedWrites`, etcd's MsgProp),
+on the raft-rpc stream with its other Raft messages; the leader proposes them and answers with
+`ForwardedResults` once applied. Other requests this node cannot serve get
+`NotLeader(leader_id)`; the I/O process forwards those.
 
 Membership changes are one voter at a time (the core's rule); `ChangeMembership` to a set that
 differs by several voters runs as a plan of single steps, answered when the last one commits. A
@@ -36,7 +39,18 @@ from aspen.errors import LimitExceeded, WireDecodeError
 from aspen.raft import kv
 from aspen.raft.config import RaftConfig
 from aspen.raft.core import RaftCore
-from aspen.raft.messages import InstallSnapshot, decode_message, encode_message
+from aspen.raft.messages import (
+    FORWARDED_WRITES_TARGET_SIZE,
+    MAX_FORWARDED_WRITES,
+    ForwardedResult,
+    ForwardedResults,
+    ForwardedWrite,
+    ForwardedWrites,
+    InstallSnapshot,
+    PeerMessage,
+    decode_message,
+    encode_message,
+)
 from aspen.raft.ready import ProposalDropped, Ready, Role
 from aspen.raft.types import NO_NODE, Entry, EntryKind, HardState, Membership, RaftStorage, Snapshot
 
@@ -53,6 +67,13 @@ MAX_PLAN_STEPS = 200
 # this long (its request or answer was lost, or leadership moved mid-round) is handed back as
 # NotLeader so the I/O process retries it. Above the default election timeout (3 s max).
 READ_INDEX_TIMEOUT_MS = 4_000
+# A write a follower forwarded to its leader and heard nothing about for this long (the leader
+# died, or the message or its answer was lost) is answered 504: its outcome is unknown (it may
+# have committed), so it is not retried on the client's behalf. Below the I/O process's
+# CLIENT_REQUEST_TIMEOUT_MS (10 s), so the client hears this rather than a bare timeout.
+FORWARDED_WRITE_TIMEOUT_MS = 8_000
+# HTTP-like status in a ForwardedResult: "not the leader, try `leader_id`".
+STATUS_NOT_LEADER = 421
 
 ROLE_NAMES = {Role.LEADER: "Leader", Role.FOLLOWER: "Follower", Role.CANDIDATE: "Candidate",
               Role.PRE_CANDIDATE: "Candidate"}
@@ -62,6 +83,13 @@ ROLE_NAMES = {Role.LEADER: "Leader", Role.FOLLOWER: "Follower", Role.CANDIDATE: 
 class _PendingWrite:
     request_id: int
     term: int
+    origin: int = 0  # the follower that forwarded it (answered with a ForwardedResult), 0 = ours
+
+
+@dataclass
+class _ForwardedWrite:
+    leader_id: int  # where it was sent
+    sent_ms: int
 
 
 @dataclass
@@ -88,9 +116,10 @@ class _Waiters:
     reads: dict[int, _PendingRead] = field(default_factory=dict)  # by read id
     confs: dict[int, int] = field(default_factory=dict)  # conf entry index -> request id
     snapshots: list[int] = field(default_factory=list)  # request ids waiting for a snapshot
+    forwarded: dict[int, _ForwardedWrite] = field(default_factory=dict)  # our writes at the leader
 
     def count(self) -> int:
-        return len(self.writes) + len(self.reads) + len(self.confs) + len(self.snapshots)
+        return len(self.writes) + len(self.reads) + len(self.confs) + len(self.snapshots) + len(self.forwarded)
 
 
 def node_role(core: RaftCore) -> str:
@@ -120,6 +149,10 @@ class RaftWorker:
         self._snapshot_term = snapshot.meta.term
         self.core = RaftCore(config, storage, rng=rng)
         self._waiters = _Waiters()
+        # Forwarding, sent at the end of the pump: our writes per leader, results per follower.
+        self._forward_out: dict[int, list[ForwardedWrite]] = {}
+        self._results_out: dict[int, list[ForwardedResult]] = {}
+        self._replies: list[wm.FromWorker] = []  # answers found while handling input, out at pump
         self._plan: _MembershipPlan | None = None
         self._next_read_id = 1
         self._applied_term = snapshot.meta.term
@@ -171,7 +204,52 @@ class RaftWorker:
             # from another node is an impersonation attempt, never applied.
             logger.warning("dropping Raft message from node %d claiming to be node %d", from_node, msg.from_id)
             return
-        self.core.step(msg, now_ms)
+        if isinstance(msg, ForwardedWrites):
+            self._propose_forwarded(msg, now_ms)
+        elif isinstance(msg, ForwardedResults):
+            self._forwarded_answered(msg)
+        else:
+            self.core.step(msg, now_ms)
+
+    def _propose_forwarded(self, msg: ForwardedWrites, now_ms: int) -> None:
+        """Leader: propose a follower's writes; each is answered when applied or refused."""
+        if msg.to_id != self.core.id or msg.from_id not in self.core.membership.members():
+            return  # only members forward (the I/O process authenticated them as that node)
+        for write in msg.writes:
+            refusal: ForwardedResult | None = None
+            if not self.core.is_leader:
+                refusal = ForwardedResult(write.request_id, STATUS_NOT_LEADER, leader_id=self.core.leader_id)
+            elif self._waiters.count() >= MAX_PENDING_CLIENT_REQUESTS:
+                refusal = ForwardedResult(write.request_id, 503, message="too many requests in flight on the leader")
+            else:
+                try:
+                    term, index = self.core.propose(write.command, now_ms)
+                except ProposalDropped as exc:
+                    refusal = ForwardedResult(write.request_id, STATUS_NOT_LEADER, leader_id=exc.leader_id) \
+                        if exc.reason == "not_leader" else \
+                        ForwardedResult(write.request_id, 503, message=f"write refused: {exc.reason}")
+                except LimitExceeded as exc:
+                    refusal = ForwardedResult(write.request_id, 400, message=str(exc))
+                else:
+                    self._waiters.writes[index] = _PendingWrite(write.request_id, term, origin=msg.from_id)
+            if refusal is not None:
+                self._results_out.setdefault(msg.from_id, []).append(refusal)
+
+    def _forwarded_answered(self, msg: ForwardedResults) -> None:
+        """Follower: the leader's answers to writes we forwarded."""
+        for result in msg.results:
+            pending = self._waiters.forwarded.get(result.request_id)
+            if pending is None or pending.leader_id != msg.from_id:
+                continue  # already answered (timed out), or not sent there
+            del self._waiters.forwarded[result.request_id]
+            rid = result.request_id
+            if result.status == 200:
+                self._replies.append(wm.WriteDone(rid, result.result))
+            elif result.status == STATUS_NOT_LEADER:
+                leader = result.leader_id if result.leader_id != self.core.id else NO_NODE
+                self._replies.append(wm.NotLeader(rid, leader))  # nothing was proposed: retry
+            else:
+                self._replies.append(wm.ErrorReply(rid, result.message, result.status))
 
     def _busy(self, rid: int) -> list[wm.FromWorker] | None:
         if self._waiters.count() >= MAX_PENDING_CLIENT_REQUESTS:
@@ -190,7 +268,12 @@ class RaftWorker:
         if early:
             return early
         if not self.core.is_leader:
-            return [wm.NotLeader(rid, self.core.leader_id)]
+            leader = self.core.leader_id
+            if leader == NO_NODE or leader == self.core.id:
+                return [wm.NotLeader(rid, leader)]
+            self._forward_out.setdefault(leader, []).append(ForwardedWrite(rid, command))
+            self._waiters.forwarded[rid] = _ForwardedWrite(leader, now_ms)
+            return []
         try:
             term, index = self.core.propose(command, now_ms)
         except ProposalDropped as exc:
@@ -360,9 +443,14 @@ class RaftWorker:
             self._apply(rd, out, now_ms)
             self._take_snapshot(rd, out)
             self.core.advance(rd)
+        sends.extend(self._forwarding_sends())
         for start in range(0, len(sends), wm.MAX_RAFT_BATCH_MESSAGES):
             out.insert(0, wm.RaftSendBatch(sends[start:start + wm.MAX_RAFT_BATCH_MESSAGES]))
+        if self._replies:
+            out.extend(self._replies)
+            self._replies = []
         self._expire_reads(out, now_ms)
+        self._expire_forwarded(out, now_ms)
         update = self._state_update()
         if update is not None:
             out.append(update)
@@ -408,7 +496,12 @@ class RaftWorker:
             self._applied_term = entry.term
             pending = waiters.writes.pop(entry.index, None)
             if pending is not None:
-                if pending.term == entry.term and is_command:
+                done = pending.term == entry.term and is_command
+                if pending.origin:
+                    self._results_out.setdefault(pending.origin, []).append(
+                        ForwardedResult(pending.request_id, 200, kv.encode_result(result)) if done else
+                        ForwardedResult(pending.request_id, 502, message="write lost to a leader change; retry"))
+                elif done:
                     out.append(wm.WriteDone(pending.request_id, kv.encode_result(result)))
                 else:
                     out.append(wm.ErrorReply(pending.request_id, "write lost to a leader change; retry", 502))
@@ -439,7 +532,45 @@ class RaftWorker:
         # position alone once that position is applied; those still ahead stay pending.
         if not self.core.is_leader:
             for index in [i for i, w in waiters.writes.items() if w.term < self.core.term and i <= applied]:
-                out.append(wm.ErrorReply(waiters.writes.pop(index).request_id, "write lost; retry", 502))
+                lost = waiters.writes.pop(index)
+                if lost.origin:
+                    self._results_out.setdefault(lost.origin, []).append(
+                        ForwardedResult(lost.request_id, 502, message="write lost; retry"))
+                else:
+                    out.append(wm.ErrorReply(lost.request_id, "write lost; retry", 502))
+
+    def _forwarding_sends(self) -> list[wm.RaftSend]:
+        """This pump's forwarded writes (follower) and their results (leader), bounded per message."""
+        sends: list[wm.RaftSend] = []
+        me, term = self.core.id, self.core.term
+        for leader, writes in self._forward_out.items():
+            start = 0
+            while start < len(writes):
+                end, size = start, 0
+                while end < len(writes) and end - start < MAX_FORWARDED_WRITES and \
+                        (end == start or size + len(writes[end].command) <= FORWARDED_WRITES_TARGET_SIZE):
+                    size += len(writes[end].command)
+                    end += 1
+                payload = encode_message(ForwardedWrites(me, leader, term, writes[start:end]))
+                sends.append(wm.RaftSend(leader, payload, len(payload) >= LARGE_MESSAGE_SIZE))
+                start = end
+        for origin, results in self._results_out.items():
+            for start in range(0, len(results), MAX_FORWARDED_WRITES):
+                payload = encode_message(ForwardedResults(me, origin, term, results[start:start + MAX_FORWARDED_WRITES]))
+                sends.append(wm.RaftSend(origin, payload, len(payload) >= LARGE_MESSAGE_SIZE))
+        self._forward_out.clear()
+        self._results_out.clear()
+        return sends
+
+    def _expire_forwarded(self, out: list[wm.FromWorker], now_ms: int) -> None:
+        forwarded = self._waiters.forwarded
+        if not forwarded:
+            return
+        expired = [rid for rid, f in forwarded.items() if now_ms - f.sent_ms > FORWARDED_WRITE_TIMEOUT_MS]
+        for rid in expired:
+            leader = forwarded.pop(rid).leader_id
+            out.append(wm.ErrorReply(rid, f"no answer from leader {leader} within {FORWARDED_WRITE_TIMEOUT_MS} ms; "
+                                          "the write may or may not have been applied", 504))
 
     def _expire_reads(self, out: list[wm.FromWorker], now_ms: int) -> None:
         reads = self._waiters.reads

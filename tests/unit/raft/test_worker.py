@@ -149,12 +149,17 @@ def test_second_init_is_refused() -> None:
         assert isinstance(reply, wm.ErrorReply) and reply.status == 400
 
 
-def test_follower_write_says_not_leader_with_the_leader() -> None:
+def test_a_write_on_a_node_that_knows_no_leader_says_not_leader() -> None:
     c = formed([1, 2, 3])
-    leader = c.leader()
+    leader = c.settle()
     follower = next(n for n in (1, 2, 3) if n != leader)
+    c.down = {n for n in (1, 2, 3) if n != follower}  # cut off: its election timer fires
+    for _ in range(MAX_STEPS):
+        if c.workers[follower].core.leader_id == 0:
+            break
+        c.step()
     reply = c.write(follower, kv.Set("k", "v"))
-    assert reply == wm.NotLeader(reply.request_id, leader)  # type: ignore[union-attr]
+    assert reply == wm.NotLeader(reply.request_id, 0)  # type: ignore[union-attr]
 
 
 def test_cas_and_delete_results_come_back() -> None:
@@ -299,3 +304,57 @@ def test_leader_sends_appends_before_its_fsync_but_followers_never_do() -> None:
     done = [r for r in c.replies[leader] if getattr(r, "request_id", None) == 999]
     assert done and isinstance(done[0], wm.WriteDone)
     assert value_of(c.read(leader, "k")) == "v"
+
+
+def test_a_write_on_a_follower_is_forwarded_by_its_worker_and_answered_with_the_result() -> None:
+    c = formed([1, 2, 3])
+    leader = c.settle()
+    follower = next(i for i in (1, 2, 3) if i != leader)
+    reply = c.write(follower, kv.Set("k", "v1"))
+    assert isinstance(reply, wm.WriteDone), reply
+    cas = c.write(follower, kv.CompareAndSwap("k", "v1", "v2"))
+    assert isinstance(cas, wm.WriteDone)
+    assert kv.decode_result(cas.result) == kv.CasResult(True, "v2")  # the leader's apply result
+    failed = c.write(follower, kv.CompareAndSwap("k", "nope", "v3"))
+    assert isinstance(failed, wm.WriteDone)
+    assert kv.decode_result(failed.result) == kv.CasResult(False, "v2")
+    assert c.workers[leader].kv.read(kv.Get("k")) == kv.GetResult("v2")
+    assert c.workers[follower]._waiters.forwarded == {}
+
+
+def test_a_forwarded_write_whose_leader_died_is_answered_504_not_retried() -> None:
+    from aspen.raft.worker import FORWARDED_WRITE_TIMEOUT_MS
+    c = formed([1, 2, 3])
+    leader = c.settle()
+    follower = next(i for i in (1, 2, 3) if i != leader)
+    c.down.add(leader)  # the forwarded write (and any answer) goes nowhere
+    rid = c.send(follower, lambda r: wm.ClientWrite(r, kv.encode_command(kv.Set("k", "v"))))
+    started = c.now_ms
+    reply = c.reply(follower, rid)
+    assert isinstance(reply, wm.ErrorReply) and reply.status == 504, reply
+    assert c.now_ms - started >= FORWARDED_WRITE_TIMEOUT_MS
+    assert not c.workers[follower]._waiters.forwarded
+
+
+def test_writes_forwarded_to_a_node_that_lost_leadership_come_back_as_not_leader() -> None:
+    from aspen.raft.messages import ForwardedResults, ForwardedWrite, ForwardedWrites, decode_message, encode_message
+    c = formed([1, 2, 3])
+    leader = c.settle()
+    follower, other = (i for i in (1, 2, 3) if i != leader)
+    # `other` is not the leader: a forwarded write sent to it is refused, nothing is proposed.
+    last = c.workers[other].core.last_index
+    msg = ForwardedWrites(follower, other, c.workers[follower].core.term,
+                          [ForwardedWrite(77, kv.encode_command(kv.Set("x", "y")))])
+    c.workers[other].handle(wm.RaftReceive(follower, encode_message(msg)), c.now_ms)
+    out = c.workers[other].pump(c.now_ms)
+    answers = [decode_message(m.payload) for b in out if isinstance(b, wm.RaftSendBatch) for m in b.messages
+               if m.to_node == follower]
+    results = [r for a in answers if isinstance(a, ForwardedResults) for r in a.results]
+    assert [(r.request_id, r.leader_id) for r in results] == [(77, leader)]
+    assert c.workers[other].core.last_index == last
+    # A non-member cannot have writes proposed by forwarding them.
+    stranger = ForwardedWrites(9, leader, 1, [ForwardedWrite(5, kv.encode_command(kv.Set("x", "z")))])
+    before = c.workers[leader].core.last_index
+    c.workers[leader].handle(wm.RaftReceive(9, encode_message(stranger)), c.now_ms)
+    c.workers[leader].pump(c.now_ms)
+    assert c.workers[leader].core.last_index == before
