@@ -388,7 +388,7 @@ class RaftCore(LeaderMixin):
             raise UsageError("ready() called twice without advance()")
         log = self.log
         if self.role is Role.LEADER:
-            if self._reads.round_needed:
+            if self._reads.may_start_round:
                 self._broadcast_heartbeat(read_round=True)
             if self._flush_needed:
                 self._flush_appends()

@@ -45,6 +45,7 @@ class Net:
         self.cores: dict[int, RaftCore] = {}
         self.storages: dict[int, MemoryStorage] = {}
         self.applied: dict[int, list[Entry]] = {}
+        self.read_states: list[tuple[int, int, bool]] = []  # (request_id, index, ok), any node
         self.dropped: set[int] = set()
         self.queue: list[RaftMessage] = []
         for i in range(1, n + 1):
@@ -71,6 +72,7 @@ class Net:
                 st.sync()
             self.queue.extend(rd.messages)
             self.applied[i].extend(rd.committed_entries)
+            self.read_states.extend((r.request_id, r.index, r.ok) for r in rd.read_states)
             core.advance(rd)
 
     def pump(self, max_rounds: int = 100) -> None:
@@ -351,6 +353,25 @@ def test_read_index_on_single_voter_is_immediate_after_its_first_commit() -> Non
     leader.read_index(7, 0)
     rd = leader.ready()
     assert rd is not None and [(r.request_id, r.index, r.ok) for r in rd.read_states] == [(7, 1, True)]
+
+
+def test_one_read_round_at_a_time_and_reads_arriving_meanwhile_share_the_next() -> None:
+    from aspen.raft.messages import Heartbeat
+    net = Net(3)
+    leader = net.elect(1)
+    net.now_ms = leader.next_deadline_ms()  # the no-op's commit reaches the followers
+    leader.tick(net.now_ms)
+    net.pump()
+    leader.read_index(1, net.now_ms)
+    net.drain(1)
+    first_round = [m for m in net.queue if isinstance(m, Heartbeat)]
+    assert len(first_round) == 2
+    for rid in (2, 3):  # while round 1 is out: no new heartbeats
+        leader.read_index(rid, net.now_ms)
+        net.drain(1)
+    assert len([m for m in net.queue if isinstance(m, Heartbeat)]) == 2
+    net.pump()  # round 1 answered -> read 1 confirmed, round 2 sent for reads 2 and 3 -> answered
+    assert sorted(rid for rid, _, ok in net.read_states if ok) == [1, 2, 3]
 
 
 def test_membership_change_rules() -> None:
