@@ -48,6 +48,7 @@ from aioquic import tls
 from aioquic.quic.connection import (
     MAX_STREAM_DATA_FRAME_CAPACITY,
     NetworkAddress,
+    QuicConnectionError,
     QuicConnection,
     QuicConnectionState,
     QuicReceiveContext,
@@ -55,8 +56,9 @@ from aioquic.quic.connection import (
 from aioquic.quic.packet import QuicFrameType
 from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketSpace
-from aioquic.quic.packet import QuicStreamFrame
-from aioquic.quic.stream import QuicStream, QuicStreamSender
+from aioquic.buffer import UINT_VAR_MAX, Buffer, BufferReadError  # type: ignore[attr-defined]
+from aioquic.quic.packet import QuicErrorCode, QuicStreamFrame
+from aioquic.quic.stream import FinalSizeError, QuicStream, QuicStreamSender
 
 from aspen.identity import EndpointId
 from aspen.quic.packet_crypto import aspen_packet_builder, use_zero_copy_crypto
@@ -148,6 +150,7 @@ class AspenQuicConnection(QuicConnection):
         # stream id -> bytes received but not yet consumed by the application (set_stream_held)
         self._stream_held: dict[int, int] = {}
         self._stream_window = configuration.max_stream_data
+        self._aspen_plain: bytes | None = None  # the payload being parsed (_payload_received)
         self._ack_with_data = False  # the application queued data: a pending ACK rides on it
 
     # aioquic hooks --------------------------------------------------------------------------
@@ -250,6 +253,50 @@ class AspenQuicConnection(QuicConnection):
                 builder.quic_logger_frames.append(self._quic_logger.encode_max_stream_data_frame(
                     maximum=stream.max_stream_data_local, stream_id=stream_id))
 
+    # receiving STREAM frames ---------------------------------------------------------------
+
+    def _handle_stream_frame(self, context: QuicReceiveContext, frame_type: int, buf: Buffer) -> None:
+        # aioquic's _handle_stream_frame, except that the frame's data is a view of the
+        # decrypted payload instead of a copy pulled out of the parse Buffer (which wraps a
+        # copy of that same payload): one copy less of every byte received.
+        plain = self._aspen_plain
+        if plain is None:  # pragma: no cover - only _payload_received parses frames
+            super()._handle_stream_frame(context, frame_type, buf)
+            return
+        stream_id = buf.pull_uint_var()
+        offset = buf.pull_uint_var() if frame_type & 4 else 0
+        length = buf.pull_uint_var() if frame_type & 2 else buf.capacity - buf.tell()
+        if offset + length > UINT_VAR_MAX:
+            raise QuicConnectionError(error_code=QuicErrorCode.FRAME_ENCODING_ERROR,
+                                      frame_type=frame_type,
+                                      reason_phrase="offset + length cannot exceed 2^62 - 1")
+        start = buf.tell()
+        if start + length > buf.capacity:
+            raise BufferReadError("Read out of bounds")  # as Buffer.pull_bytes would
+        buf.seek(start + length)
+        frame = QuicStreamFrame(offset=offset, data=memoryview(plain)[start:start + length],  # type: ignore[arg-type]
+                                fin=bool(frame_type & 1))
+        if self._quic_logger is not None:
+            context.quic_logger_frames.append(  # type: ignore[union-attr]
+                self._quic_logger.encode_stream_frame(frame, stream_id=stream_id))
+        self._assert_stream_can_receive(frame_type, stream_id)
+        stream = self._get_or_create_stream(frame_type, stream_id)
+        if offset + length > stream.max_stream_data_local:
+            raise QuicConnectionError(error_code=QuicErrorCode.FLOW_CONTROL_ERROR,
+                                      frame_type=frame_type, reason_phrase="Over stream data limit")
+        newly_received = max(0, offset + length - stream.receiver.highest_offset)
+        if self._local_max_data.used + newly_received > self._local_max_data.value:
+            raise QuicConnectionError(error_code=QuicErrorCode.FLOW_CONTROL_ERROR,
+                                      frame_type=frame_type, reason_phrase="Over connection data limit")
+        try:
+            event = stream.receiver.handle_frame(frame)
+        except FinalSizeError as exc:
+            raise QuicConnectionError(error_code=QuicErrorCode.FINAL_SIZE_ERROR,
+                                      frame_type=frame_type, reason_phrase=str(exc)) from None
+        if event is not None:
+            self._events.append(event)
+        self._local_max_data.used += newly_received
+
     # acknowledgement policy ---------------------------------------------------------------------
 
     def _confirm_handshake(self) -> None:
@@ -259,7 +306,11 @@ class AspenQuicConnection(QuicConnection):
 
     def _payload_received(self, context: QuicReceiveContext, plain: bytes,
                           crypto_frame_required: bool = False) -> tuple[bool, bool]:
-        is_ack_eliciting, is_probing = super()._payload_received(context, plain, crypto_frame_required)
+        self._aspen_plain = plain  # _handle_stream_frame takes views of it
+        try:
+            is_ack_eliciting, is_probing = super()._payload_received(context, plain, crypto_frame_required)
+        finally:
+            self._aspen_plain = None
         if is_ack_eliciting and context.epoch == tls.Epoch.ONE_RTT:
             self._unacked_eliciting += 1
             if self._unacked_eliciting >= ACK_ELICITING_THRESHOLD:

@@ -7,11 +7,13 @@ import os
 import pytest
 from aioquic._crypto import CryptoError
 from aioquic.quic.crypto import CryptoContext, CryptoPair
+from aioquic.quic.events import StreamDataReceived
 from aioquic.quic.packet import QuicFrameType, QuicPacketType
 from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.tls import CipherSuite, Epoch
 
 from aspen.identity import SecretKey
+from aspen.quic.connection import AspenQuicConnection
 from aspen.quic.packet_crypto import (
     AspenPacketBuilder,
     ZeroCopyCryptoContext,
@@ -138,3 +140,37 @@ def test_the_builder_swap_only_lasts_for_one_call() -> None:
     with aspen_packet_builder():
         assert aioquic_connection.QuicPacketBuilder is AspenPacketBuilder  # type: ignore[attr-defined]
     assert aioquic_connection.QuicPacketBuilder is QuicPacketBuilder  # type: ignore[attr-defined]
+
+
+def stream_packet(sender: AspenQuicConnection, frame: bytes) -> bytes:
+    """A 1-RTT packet from `sender` carrying `frame` as is (valid or not)."""
+    builder = QuicPacketBuilder(host_cid=sender.host_cid, peer_cid=sender._peer_cid.cid,
+                                version=VERSION_1, is_client=True, max_datagram_size=1200,
+                                packet_number=sender._packet_number)
+    builder.start_packet(QuicPacketType.ONE_RTT, sender._cryptos[Epoch.ONE_RTT])
+    frame_type, body = frame[0], frame[1:]
+    builder.start_frame(frame_type, capacity=len(body)).push_bytes(body)
+    sender._packet_number += 1
+    datagrams, _ = builder.flush()
+    return bytes(datagrams[0])
+
+
+@pytest.mark.parametrize("claimed_length, error", [(5, None), (1000, 0x7)])  # 0x7 FRAME_ENCODING_ERROR
+def test_stream_frames_are_read_from_the_payload_and_an_overlong_one_closes(
+        claimed_length: int, error: int | None) -> None:
+    client, server = make_pair(SecretKey.generate(), SecretKey.generate())
+    client.connect(("2.3.4.5", 4433), now=0.0)
+    now = exchange(client, server)
+    while server.next_event() is not None:
+        pass
+    # STREAM with offset 0, a length field and FIN on stream 0: "hello"
+    frame = bytes([0x0B, 0x00, 0x40 | (claimed_length >> 8), claimed_length & 0xFF]) + b"hello"
+    server.receive_datagram(stream_packet(client, frame), ("1.2.3.4", 1234), now)
+    events = []
+    while (event := server.next_event()) is not None:
+        events.append(event)
+    if error is None:
+        assert [(e.stream_id, bytes(e.data), e.end_stream) for e in events
+                if isinstance(e, StreamDataReceived)] == [(0, b"hello", True)]
+    else:
+        assert server._close_event is not None and server._close_event.error_code == error
