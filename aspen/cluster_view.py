@@ -56,6 +56,8 @@ class ClusterView:
     learners: list[int] = field(default_factory=list)
     members: dict[int, MemberAddr] = field(default_factory=dict)
     listeners: list[Callable[[ClusterView], None]] = field(default_factory=list)
+    # endpoint id -> node id of the members: checked on every inbound Raft frame and forward.
+    _member_by_key: dict[EndpointId, int] = field(default_factory=dict)
 
     @property
     def is_initialized(self) -> bool:
@@ -65,6 +67,8 @@ class ClusterView:
         self.leader_id, self.term, self.role = update.leader_id, update.term, update.role
         self.voters, self.learners = list(update.voters), list(update.learners)
         self.members = {node: parse_member_addr(text) for node, text in update.addrs.items()}
+        self._member_by_key = {m.endpoint_addr.endpoint_id: node for node, m in sorted(self.members.items(), reverse=True)
+                               if m.endpoint_addr is not None}
         for node, member in self.members.items():
             if member.endpoint_addr is not None:
                 self.peers.update(node, member.endpoint_addr, MEMBERSHIP_SOURCE, authoritative=True)
@@ -73,10 +77,7 @@ class ClusterView:
 
     def member_node_id(self, endpoint_id: EndpointId) -> int | None:
         """The node id of the member (voter or learner) holding `endpoint_id`, if any."""
-        for node, member in self.members.items():
-            if member.endpoint_addr is not None and member.endpoint_addr.endpoint_id == endpoint_id:
-                return node
-        return None
+        return self._member_by_key.get(endpoint_id)
 
     def addr_of(self, node_id: int) -> EndpointAddr | None:
         member = self.members.get(node_id)
