@@ -54,6 +54,7 @@ from aioquic.quic.connection import (
     QuicReceiveContext,
 )
 from aioquic.quic.packet import QuicFrameType
+from aioquic.quic import connection as _aioquic_connection
 from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.buffer import UINT_VAR_MAX, Buffer, BufferReadError  # type: ignore[attr-defined]
@@ -61,7 +62,7 @@ from aioquic.quic.packet import QuicErrorCode, QuicStreamFrame
 from aioquic.quic.stream import FinalSizeError, QuicStream, QuicStreamSender
 
 from aspen.identity import EndpointId
-from aspen.quic.packet_crypto import aspen_packet_builder, use_zero_copy_crypto
+from aspen.quic.packet_crypto import AspenPacketBuilder, aspen_packet_builder, use_zero_copy_crypto
 from aspen.quic.tls_identity import IdentityTlsContext, install_identity_checks
 
 # RFC 9000 §10.3: a stateless reset token is 16 bytes; the smallest reset datagram is 21 bytes
@@ -217,32 +218,29 @@ class AspenQuicConnection(QuicConnection):
         stream = self._streams.get(stream_id)
         if stream is None or not stream.max_stream_data_local:
             return False
-        return self._stream_credit_target(stream, held_bytes) is not None
+        # Bytes aioquic delivered to the reader minus what it still holds = consumed. (Events
+        # are drained right after each datagram, so the reader has seen all delivered bytes.)
+        window = self._stream_window
+        target = stream.receiver.starting_offset() - held_bytes + window
+        if target - stream.max_stream_data_local < window // 2:
+            return False
+        stream.max_stream_data_local = target
+        return True
 
     def forget_stream_held(self, stream_id: int) -> None:
         """The reader is done with `stream_id` (no more credit updates are useful)."""
         self._stream_held.pop(stream_id, None)
 
-    def _stream_credit_target(self, stream: QuicStream, held_bytes: int) -> int | None:
-        """The new MAX_STREAM_DATA for `stream` if an update is due, else None."""
-        consumed = stream.receiver.starting_offset() - held_bytes
-        target = consumed + self._stream_window
-        if target - stream.max_stream_data_local >= self._stream_window // 2:
-            return target
-        return None
-
     def _write_stream_limits(self, builder: QuicPacketBuilder, space: QuicPacketSpace,
                              stream: QuicStream) -> None:
+        # Called for every stream on every datagrams_to_send: keep the common case cheap.
         stream_id = stream.stream_id
-        held = self._stream_held.get(stream_id) if stream_id is not None else None
-        if held is None or stream_id is None or not stream.max_stream_data_local:
+        if stream_id not in self._stream_held or stream_id is None:
             super()._write_stream_limits(builder, space, stream)  # aioquic's arrival-based rule
             return
-        target = self._stream_credit_target(stream, held)
-        if target is not None:
-            stream.max_stream_data_local = target
         if stream.max_stream_data_local_sent != stream.max_stream_data_local:
-            # As aioquic writes it (_write_stream_limits), minus the doubling.
+            # As aioquic writes it (_write_stream_limits), minus the doubling on arrival: the
+            # limit was raised by set_stream_held.
             buf = builder.start_frame(QuicFrameType.MAX_STREAM_DATA,
                                       capacity=MAX_STREAM_DATA_FRAME_CAPACITY,
                                       handler=self._on_max_stream_data_delivery, handler_args=(stream,))
@@ -350,8 +348,12 @@ class AspenQuicConnection(QuicConnection):
             space = self._spaces.get(tls.Epoch.ONE_RTT)
             if self._handshake_confirmed and space is not None and space.ack_at is not None and space.ack_at > now:
                 space.ack_at = now
-        with aspen_packet_builder():  # packet_crypto.py: fewer copies per 1-RTT packet
+        # packet_crypto.aspen_packet_builder, inlined (this runs for every send)
+        setattr(_aioquic_connection, "QuicPacketBuilder", AspenPacketBuilder)
+        try:
             datagrams = super().datagrams_to_send(now)
+        finally:
+            setattr(_aioquic_connection, "QuicPacketBuilder", QuicPacketBuilder)
         if self._pmtu_probe_uid is not None and now - self._pmtu_probe_sent_at > PMTU_PROBE_TIMEOUT_S:
             self._pmtu_probe_failed()
         if (self._pmtu_probe_uid is None and self._handshake_confirmed and not self.is_pmtu_search_done
