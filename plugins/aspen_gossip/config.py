@@ -68,6 +68,10 @@ MAX_CACHED_BYTES = 16 * 1024 * KiB  # 16 MiB of payloads at most. guess: revisit
 MAX_MISSING_IDS = 4_096  # ids announced by IHave but not yet received. guess: revisit
 MAX_ANNOUNCERS_PER_ID = 16  # IHave senders remembered per missing id (> active view). guess
 MAX_LAZY_QUEUE_ENTRIES = 4_096  # IHave entries queued per peer before dispatch. guess: revisit
+# Ids first delivered off the anchor tree and only announced (IHave) onwards, waiting for the
+# tree's copy to push eagerly (plumtree._held). A few per broadcast at 1,000 nodes; an id whose
+# tree copy never comes stays until dropped oldest-first, which only costs its subtree a Graft.
+MAX_HELD_IDS = 1_024
 MAX_BOOTSTRAP_PEERS = 16  # DESIGN.md: at most 16 ticket bootstrap peers
 
 

@@ -151,6 +151,9 @@ class Level(msgspec.Struct, frozen=True, array_like=True, tag=14, gc=False):
     anchor: PeerIdBytes
     level: Annotated[int, msgspec.Meta(ge=0, le=MAX_TREE_LEVEL)]
     uplink: bool
+    # the sender's ancestor at level 1 (itself at level 1; empty at level 0): the tie-break
+    # between equal uplinks (aspen_gossip.tree, "branch")
+    branch: Annotated[bytes, msgspec.Meta(max_length=PEER_ID_SIZE)] = b""
 
 
 SwarmMessage = Join | ForwardJoin | Shuffle | ShuffleReply | Neighbor | Disconnect

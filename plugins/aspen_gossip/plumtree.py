@@ -26,12 +26,17 @@ The anchor tree (aspen_gossip.tree) replaces arrival order as the judge of links
 has sent its `Level` frame, the link is eager exactly when it is a tree link (my uplink or my
 child), on both ends, and lazy otherwise; §3.8 and "the first sender becomes eager" no longer
 apply to it. Why: with random senders §3.8 pulls the one shared tree toward each sender in turn
-and it never settles (LDH 19-22 at 1,000 nodes; with the anchor tree <= 14). What stays:
+and it never settles (LDH 19-22 at 1,000 nodes; with the anchor tree <= 13). What stays:
 - Repair: an IHave'd id that does not arrive is grafted as before, from the announcer with the
   lowest round; for a tree-placed peer the Graft fetches that one payload without making the link
   eager, so the tree re-forms by itself.
 - An off-tree payload (a Level in flight, a Graft reply) is delivered and answered with Prune;
   a duplicate from a tree link prunes nothing (tree links stay).
+- An off-tree payload is not pushed on, only announced (IHave, tree links included), and held:
+  when the tree's copy comes it is pushed down the tree at the lower of the two rounds. Pushed at
+  once, a copy that came the long way fed a whole subtree its higher round (seed 5 of the
+  simulation: LDH 15, through one off-tree hop mid-path). If the tree's copy never comes, the
+  IHave lets the subtree Graft it from us, one graft timeout later.
 - A Prune from a tree link is ignored: the Level frames already in flight settle who is whose.
 - A node in a tree starts a new neighbor lazy, not eager (§3.6): the Level frames place it one
   round trip later; a node in no tree yet (just joined) still floods its new neighbors.
@@ -52,7 +57,7 @@ import blake3
 
 from aspen.errors import LimitExceeded, UsageError
 
-from aspen_gossip.config import MAX_ANNOUNCERS_PER_ID, GossipConfig
+from aspen_gossip.config import MAX_ANNOUNCERS_PER_ID, MAX_HELD_IDS, GossipConfig
 from aspen_gossip.events import (
     DispatchLazyPush,
     EmitEvent,
@@ -99,6 +104,9 @@ STAT_MISSING_DROPPED = "missing_ids_dropped"
 STAT_LAZY_DROPPED = "lazy_queue_dropped_oldest"
 STAT_GRAFT_MISS = "graft_for_uncached_message"
 STAT_DUPLICATE_PUBLISH = "duplicate_publish"
+STAT_HELD = "off_tree_payloads_held"
+STAT_HELD_RELEASED = "held_payloads_pushed_on_tree_copy"
+STAT_HELD_DROPPED = "held_ids_dropped_oldest"
 
 
 class Plumtree:
@@ -123,6 +131,10 @@ class Plumtree:
         # ids announced by IHave but not received: id -> [(announcer, round), ...] not yet grafted
         self._missing: dict[bytes, list[tuple[PeerId, int]]] = {}
         self._lazy_queue: dict[PeerId, deque[IHaveEntry]] = {}
+        # ids first delivered off the tree and only announced onwards (see _on_gossip) -> the
+        # round they came at; a later copy over a tree link is pushed eagerly at the lower of the
+        # two rounds. Insertion-ordered, <= MAX_HELD_IDS.
+        self._held: dict[bytes, int] = {}
         self._dispatch_scheduled = False
         self._evict_scheduled = False
         self.tree = AnchorTree(me)
@@ -285,15 +297,18 @@ class Plumtree:
         return message_id
 
     def _push(self, message_id: bytes, content: bytes, round_: int, sender: PeerId | None, now_ms: int,
-              out: list[OutEvent]) -> None:
-        frame = Gossip(message_id, content, round_)
-        for peer in self._eager:
-            if peer != sender:
-                out.append(SendMessage(peer, frame))
-        if self._lazy:
+              out: list[OutEvent], *, eager: bool = True) -> None:
+        """Payload to the eager peers and IHave to the lazy ones; with eager=False, IHave to all."""
+        if eager:
+            frame = Gossip(message_id, content, round_)
+            for peer in self._eager:
+                if peer != sender:
+                    out.append(SendMessage(peer, frame))
+        announce = self._lazy if eager else (*self._eager, *self._lazy)
+        if announce:
             entry = IHaveEntry(message_id, round_)
             limit = self.config.max_lazy_queue_entries
-            for peer in self._lazy:
+            for peer in announce:
                 if peer == sender:
                     continue
                 queue = self._lazy_queue.get(peer)
@@ -340,7 +355,10 @@ class Plumtree:
         if message_id in self._seen:
             self.stats[STAT_DUPLICATE] += 1
             if self.tree.is_tree_link(sender):
-                return  # a tree link stays eager; the off-tree sender was pruned on arrival
+                # a tree link stays eager; the off-tree sender was pruned on arrival
+                if message_id in self._held:
+                    self._release(sender, message, out)
+                return
             # paper §3.3: a duplicate turns the link lazy, both ways
             self._make_lazy(sender)
             out.append(SendMessage(sender, _PRUNE))  # even if lazy here: it still pushes to us
@@ -352,11 +370,20 @@ class Plumtree:
         self._remember(message_id, content, now_ms, out)
         round_ = message.round
         out.append(EmitEvent(Received(content, message_id, sender, SCOPE_SWARM, round_)))
-        # Push first, optimise after (as iroh does): a peer grafted by the optimisation below
-        # already has the payload (it announced it) and must not get it pushed again.
-        self._push(message_id, content, min(round_ + 1, MAX_ROUND), sender, now_ms, out)
-        announcers = self._missing.pop(message_id, None)
         tree = self.tree
+        off_tree = tree.knows(sender) and not tree.is_tree_link(sender)
+        if off_tree:
+            # Delivered, but only announced onwards, tree links included: pushed, this copy would
+            # feed our whole subtree at its (higher) round, and the deepest delivery of a
+            # broadcast is what LDH measures. The tree's copy, when it comes, is pushed instead
+            # (_release); if it never comes, the IHave lets our subtree Graft it from us.
+            self._hold(message_id, round_)
+            self._push(message_id, content, min(round_ + 1, MAX_ROUND), sender, now_ms, out, eager=False)
+        else:
+            # Push first, optimise after (as iroh does): a peer grafted by the optimisation below
+            # already has the payload (it announced it) and must not get it pushed again.
+            self._push(message_id, content, min(round_ + 1, MAX_ROUND), sender, now_ms, out)
+        announcers = self._missing.pop(message_id, None)
         if tree.knows(sender):
             # The anchor tree, not arrival order, decides the links (§3.8 would pull the tree
             # toward each sender). An off-tree sender should not be pushing to us (a Level frame
@@ -377,6 +404,28 @@ class Plumtree:
                 out.append(SendMessage(sender, _PRUNE))
                 return
         self._make_eager(sender)
+
+    def _hold(self, message_id: bytes, round_: int) -> None:
+        held = self._held
+        if len(held) >= MAX_HELD_IDS:
+            del held[next(iter(held))]
+            self.stats[STAT_HELD_DROPPED] += 1
+        held[message_id] = round_
+        self.stats[STAT_HELD] += 1
+
+    def _release(self, sender: PeerId, message: Gossip, out: list[OutEvent]) -> None:
+        """The tree's copy of a held id: push it on to the tree links. Its round is the lower of
+        the two copies': our hop count is that of the first copy, or of this one if it is lower."""
+        if blake3.blake3(message.content).digest() != message.message_id:
+            self.stats[STAT_SPOOFED] += 1
+            return
+        held_round = self._held.pop(message.message_id)
+        self.stats[STAT_HELD_RELEASED] += 1
+        round_ = min(held_round, message.round)
+        frame = Gossip(message.message_id, message.content, min(round_ + 1, MAX_ROUND))
+        for peer in self._eager:
+            if peer != sender:
+                out.append(SendMessage(peer, frame))
 
     def _on_ihave(self, sender: PeerId, message: IHave, now_ms: int, out: list[OutEvent]) -> None:
         seen = self._seen

@@ -294,7 +294,7 @@ def test_frames_round_trip_on_the_wire_and_garbage_is_refused() -> None:
         Join(tag, addr), ForwardJoin(PeerInfo(pid(3), addr), 6), Shuffle(PeerInfo(pid(1)), [PeerInfo(pid(4))], 6),
         ShuffleReply(tag, [PeerInfo(pid(4), addr)]), Neighbor(PRIORITY_LOW, tag, None), Disconnect(True),
         Gossip(bytes(32), b"payload", 3), Prune(), Graft(None, 2), Graft(bytes(32), 0),
-        IHave([IHaveEntry(bytes(32), 1)]), Level(pid(1), MAX_TREE_LEVEL, True),
+        IHave([IHaveEntry(bytes(32), 1)]), Level(pid(1), MAX_TREE_LEVEL, True), Level(pid(1), 3, False, pid(2)),
     ]
     for frame in frames:
         assert decode_frame(encode_frame(frame)) == frame
@@ -303,6 +303,7 @@ def test_frames_round_trip_on_the_wire_and_garbage_is_refused() -> None:
                     msgspec.msgpack.encode([10, b"short id", b"x", 0, 0]),
                     msgspec.msgpack.encode([10, bytes(32), b"x", 70_000, 0]),  # round > u16
                     msgspec.msgpack.encode([14, bytes(32), MAX_TREE_LEVEL + 1, False]),
+                    msgspec.msgpack.encode([14, bytes(32), 3, False, bytes(33)]),  # branch > an id
                     msgspec.msgpack.encode([14, b"short id", 1, False])):
         with pytest.raises(msgspec.DecodeError):
             decode_frame(garbage)

@@ -11,7 +11,7 @@ What CI runs and why (measured on the shared 2-core box):
 - 300 nodes, 20% fail at once, heal, 20 broadcasts (~3 s): zero missed after healing.
 - 300 nodes, the anchor of the tree fails: one new anchor, zero missed (~3 s).
 - `--soak`: 1,000 nodes x 100 random-sender broadcasts (LDH max < 15 for every one), then 20%
-  fail at once and 100 more, seeds 1-4 (~2-3 min).
+  fail at once and 100 more, seeds 1-6 (~4-5 min).
 `pytest --seed N` replays exactly one seed; every assertion message names its seed.
 """
 
@@ -25,13 +25,13 @@ from aspen_gossip.messages import MAX_TREE_LEVEL
 from aspen_gossip.sim import PhaseReport, SimConfig, Simulator
 
 CI_SEEDS = [1]
-SOAK_SEEDS = [1, 2, 3, 4]
-# Random senders share one tree, rooted at the lowest id (aspen_gossip.tree). Measured at 1,000
-# nodes (10-50 ms per link, 1% loss), 100 broadcasts each: seeds 1-4 LDH max 14 / 14 / 14 / 13,
-# mean 11.5-11.8, RMR mean 0.010-0.016; seeds 5-8 LDH max 15 / 13 / 14 / 13. (Plumtree's own
-# per-message optimisation gave LDH max 19-22, mean 14.1-15.1.) The issue's bounds are iroh's
-# single-sender ones, RMR < 0.2 and LDH < 15; they hold for every broadcast of seeds 1-4, with
-# no hop to spare: a regression of the tree shows here.
+SOAK_SEEDS = [1, 2, 3, 4, 5, 6]
+# Random senders share one tree, rooted at the lowest id (aspen_gossip.tree), its deepest nodes
+# gathered under the lowest branch, and an off-tree copy is not pushed down it (plumtree._held).
+# Measured at 1,000 nodes (10-50 ms per link, 1% loss), 100 broadcasts each: seeds 1-10 LDH max
+# 13 on every seed, mean 11.1-11.7, RMR mean 0.007-0.012. (Without the branch and the hold: max
+# 13-15; with Plumtree's own per-message optimisation: 19-22.) The issue's bounds are iroh's
+# single-sender ones, RMR < 0.2 and LDH < 15: one hop to spare on every broadcast of 10 seeds.
 STABLE_RMR_MEAN_BOUND = 0.2
 STABLE_LDH_MAX_BOUND = 15
 # iroh-gossip tests/sim.rs big_single_sender

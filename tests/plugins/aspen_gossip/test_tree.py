@@ -1,6 +1,6 @@
 """The anchor tree (aspen_gossip.tree) and how Plumtree follows it, driven by hand.
 
-The tree is why a broadcast from any sender reaches the last node in <= 14 hops at 1,000 nodes
+The tree is why a broadcast from any sender reaches the last node in <= 13 hops at 1,000 nodes
 (test_sim): every node's eager links are its uplink toward the lowest id and its children.
 """
 
@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import blake3
 
-from aspen_gossip.events import OutEvent, PeerDisconnected, RecvMessage
+from aspen_gossip.events import DispatchLazyPush, OutEvent, PeerDisconnected, RecvMessage, TimerExpired
 from aspen_gossip.messages import (
     MAX_TREE_LEVEL,
     PRIORITY_HIGH,
     Gossip,
     Graft,
+    IHave,
     Level,
     Neighbor,
     Prune,
 )
 from aspen_gossip.topic import Topic
-from aspen_gossip.tree import AnchorTree
+from aspen_gossip.tree import BRANCH_MAX_LEVEL, AnchorTree
 
 from tests.plugins.aspen_gossip.helpers import SECRET, Net, events, make, pid, sends
 
@@ -72,6 +73,45 @@ def test_when_the_uplink_goes_equal_offers_pick_the_lowest_id_whatever_their_ord
         assert tree.uplink == pid(7)
         tree.neighbor_down(pid(7), [])
         assert (tree.level, tree.uplink) == (3, pid(5)), order
+
+
+def test_equal_offers_prefer_the_lowest_branch_over_the_current_uplink() -> None:
+    # Deep nodes gathered under one level-1 ancestor meet below the anchor: two deepest nodes
+    # under different level-1 ancestors are 2 x depth apart (14 at 1,000 nodes), under the same
+    # one two hops fewer (test_sim, LDH)
+    tree = tree_with(9, 4, 5, 6)
+    tree.on_level(pid(6), Level(pid(1), 3, False, pid(30)), [])
+    assert (tree.uplink, tree.branch) == (pid(6), pid(30))
+    out: list[OutEvent] = []
+    tree.on_level(pid(5), Level(pid(1), 3, False, pid(20)), out)
+    assert (tree.uplink, tree.level, tree.branch) == (pid(5), 4, pid(20))
+    assert levels(out)[pid(4)] == Level(pid(1), 4, False, pid(20))  # passed on down the tree
+    tree.on_level(pid(4), Level(pid(1), 3, False, pid(20)), [])
+    assert tree.uplink == pid(5)  # same level, same branch: no churn
+    tree.on_level(pid(6), Level(pid(1), 2, False, pid(30)), [])
+    assert (tree.uplink, tree.branch) == (pid(6), pid(30))  # nearer still beats a lower branch
+
+
+def test_beyond_the_branch_bound_a_lower_branch_changes_nothing() -> None:
+    # that far out the route is counting to infinity (the anchor died): reshaping by branch there
+    # only multiplied the Level frames
+    tree = tree_with(9, 5, 6)
+    tree.on_level(pid(6), Level(pid(1), BRANCH_MAX_LEVEL, False, pid(30)), [])
+    assert (tree.uplink, tree.level, tree.branch) == (pid(6), BRANCH_MAX_LEVEL + 1, b"")
+    out: list[OutEvent] = []
+    tree.on_level(pid(5), Level(pid(1), BRANCH_MAX_LEVEL, False, pid(20)), out)
+    assert tree.uplink == pid(6) and out == []
+    tree.on_level(pid(6), Level(pid(1), BRANCH_MAX_LEVEL - 1, False, pid(30)), [])
+    tree.on_level(pid(5), Level(pid(1), BRANCH_MAX_LEVEL - 1, False, pid(20)), [])
+    assert (tree.uplink, tree.branch) == (pid(5), pid(20))  # within it, the branch counts
+
+
+def test_a_child_of_the_anchor_is_its_own_branch() -> None:
+    tree = tree_with(9, 1, 4)
+    out: list[OutEvent] = []
+    tree.on_level(pid(1), Level(pid(1), 0, False), out)
+    assert (tree.anchor, tree.level, tree.uplink, tree.branch) == (pid(1), 1, pid(1), pid(9))
+    assert levels(out)[pid(4)] == Level(pid(1), 1, False, pid(9))
 
 
 def test_a_child_is_a_tree_link_but_never_an_uplink() -> None:
@@ -150,12 +190,33 @@ def test_off_tree_payloads_are_delivered_and_pruned_and_tree_links_never_are() -
     out = node.handle(RecvMessage(pid(7), msg), 1)
     assert events(out)  # delivered
     assert (pid(7), Prune()) in sends(out)  # 7 should not push to us
-    assert sorted(p for p, m in sends(out) if isinstance(m, Gossip)) == [pid(2), pid(6)]  # the tree
     # the tree's copy is a duplicate, but a tree link is not pruned
-    assert sends(node.handle(RecvMessage(pid(2), msg), 2)) == []
+    assert not any(isinstance(m, Prune) for _, m in sends(node.handle(RecvMessage(pid(2), msg), 2)))
     # nor does a Prune from a tree link (a Level frame in flight) make it lazy
     node.handle(RecvMessage(pid(6), Prune()), 3)
     assert node.plumtree.eager == {pid(2), pid(6)}
+
+
+def test_an_off_tree_payload_is_only_announced_until_the_tree_copy_comes() -> None:
+    node = placed_node()
+    msg = gossip(b"the long way round", 9)
+    out = node.handle(RecvMessage(pid(7), msg), 1)
+    assert events(out)  # delivered at once
+    assert [m for _, m in sends(out) if isinstance(m, Gossip)] == []  # but not pushed on
+    out = node.handle(TimerExpired(DispatchLazyPush()), 6)
+    assert sorted(p for p, m in sends(out) if isinstance(m, IHave)) == [pid(2), pid(6)]  # tree links too
+    # the tree's copy (round 6) goes down the tree at its round: the subtree is not fed round 10
+    out = node.handle(RecvMessage(pid(2), gossip(b"the long way round", 6)), 20)
+    assert sends(out) == [(pid(6), gossip(b"the long way round", 7))]
+    # once: a further copy is a plain duplicate
+    assert sends(node.handle(RecvMessage(pid(6), gossip(b"the long way round", 8)), 21)) == []
+
+
+def test_a_held_payload_keeps_its_own_round_when_that_is_lower() -> None:
+    node = placed_node()
+    node.handle(RecvMessage(pid(7), gossip(b"a shortcut", 1)), 1)
+    out = node.handle(RecvMessage(pid(6), gossip(b"a shortcut", 5)), 30)  # up from the child
+    assert sends(out) == [(pid(2), gossip(b"a shortcut", 2))]
 
 
 def test_a_graft_repairs_one_message_without_reshaping_the_tree() -> None:
