@@ -99,7 +99,11 @@ class PeerStream(Protocol):
         """The next length-prefixed frame's body, or None at a clean end of stream."""
         ...
 
-    async def write_frame(self, body: bytes, *, end_stream: bool = False) -> None: ...
+    async def write_frame(self, body: bytes, *, end_stream: bool = False,
+                          timeout_ms: int | None = None) -> None:
+        """Queue one frame; waits (up to `timeout_ms`) only while the stream's send backlog is
+        full. Passing the timeout here, not via asyncio.wait_for, costs no task per frame."""
+        ...
 
     async def finish(self) -> None:
         """End our sending side cleanly (FIN) without another frame; idempotent."""

@@ -255,13 +255,13 @@ class RaftTransport:
             if small:
                 stream = await self._stream(peer, False)
                 body = encode_frame(RaftFrame(self._node_id, small))
-                await asyncio.wait_for(stream.write_frame(body), SEND_TIMEOUT_MS / 1000)
+                await stream.write_frame(body, timeout_ms=SEND_TIMEOUT_MS)
                 self._sent_small.inc(len(small))
                 bytes_out.inc(len(body))
             for message in large:
                 stream = await self._stream(peer, True)
                 body = encode_frame(RaftFrame(self._node_id, [message.payload]))
-                await asyncio.wait_for(stream.write_frame(body), SEND_TIMEOUT_MS / 1000)
+                await stream.write_frame(body, timeout_ms=SEND_TIMEOUT_MS)
                 self._sent_large.inc()
                 bytes_out.inc(len(body))
             connected.set(1 if peer.conn is not None else 0)
