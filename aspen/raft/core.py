@@ -114,7 +114,6 @@ class RaftCore(LeaderMixin):
         self._heartbeat_deadline_ms = 0
         self._check_quorum_deadline_ms = 0
         self._commit_notify_deadline_ms = -1  # leader: a deferred commit-only append is due
-        self._commit_notify_now = False
         self._leader_contact_ms = -(1 << 62)  # last time we heard from a leader (the lease)
         self._votes: dict[int, bool] = {}
         self.progress: dict[int, Progress] = {}
@@ -207,11 +206,7 @@ class RaftCore(LeaderMixin):
                 self._transfer_target = NO_NODE  # thesis §3.10: abort after an election timeout
             if 0 <= self._commit_notify_deadline_ms <= now_ms:
                 self._commit_notify_deadline_ms = -1
-                self._commit_notify_now = True
-                try:
-                    self._flush_appends()  # commit-only appends to whoever still lacks it
-                finally:
-                    self._commit_notify_now = False
+                self._flush_appends(commit_notify_due=True)  # to whoever still lacks the commit
             return
         if now_ms >= self._election_deadline_ms:
             if self._promotable():

@@ -52,7 +52,6 @@ class LeaderMixin:
     _now_ms: int
     _flush_needed: bool
     _commit_notify_deadline_ms: int
-    _commit_notify_now: bool
     _transfer_target: int
     _log: logging.Logger
 
@@ -180,14 +179,15 @@ class LeaderMixin:
             pr.recent_active = False
         return active >= len(voters) // 2 + 1
 
-    def _flush_appends(self) -> None:
-        """Send what each follower is missing, within flow control (batched, pipelined)."""
+    def _flush_appends(self, *, commit_notify_due: bool = False) -> None:
+        """Send what each follower is missing, within flow control (batched, pipelined).
+        `commit_notify_due`: the deferred commit-only appends go now (see commit_notify_delay_ms)."""
         self._flush_needed = False
         for node, pr in self.progress.items():
             if node != self.id:
-                self._send_appends(node, pr)
+                self._send_appends(node, pr, commit_notify_due)
 
-    def _send_appends(self, to: int, pr: Progress) -> None:
+    def _send_appends(self, to: int, pr: Progress, commit_notify_due: bool = False) -> None:
         log = self.log
         cfg = self._cfg
         last = log.last_index()
@@ -209,7 +209,7 @@ class LeaderMixin:
             sent = True
         if not sent and pr.sent_commit < committed:
             delay = min(cfg.commit_notify_delay_ms, cfg.heartbeat_interval_ms)
-            if delay == 0 or self._commit_notify_now:
+            if delay == 0 or commit_notify_due:
                 self._send_one_append(to, pr, last, committed)
             elif self._commit_notify_deadline_ms < 0:
                 # Deferred: the next append or heartbeat will likely carry it first.
