@@ -208,16 +208,22 @@ class WorkerSupervisor:
                 ring.close()
         self._inbox = self._outbox = None
 
+    def _register(self, count: int) -> list[tuple[int, asyncio.Future[wm.FromWorker]]]:
+        """New request ids with the futures their replies will resolve (bounded, counted)."""
+        if not self.is_up or self._inbox is None:
+            raise WorkerUnavailable("worker is not running")
+        if len(self._pending) + count > MAX_PENDING_WORKER_REQUESTS:
+            raise LimitExceeded("MAX_PENDING_WORKER_REQUESTS", len(self._pending) + count,
+                                MAX_PENDING_WORKER_REQUESTS)
+        loop = asyncio.get_running_loop()
+        out = [(next(self._request_ids), loop.create_future()) for _ in range(count)]
+        self._pending.update(out)
+        return out
+
     async def call(self, make: Callable[[int], wm.ToWorker], *,
                    timeout_ms: int = WORKER_REQUEST_TIMEOUT_MS) -> wm.FromWorker:
         """Send `make(request_id)` and wait for the reply with that id."""
-        if not self.is_up or self._inbox is None:
-            raise WorkerUnavailable("worker is not running")
-        if len(self._pending) >= MAX_PENDING_WORKER_REQUESTS:
-            raise LimitExceeded("MAX_PENDING_WORKER_REQUESTS", len(self._pending) + 1, MAX_PENDING_WORKER_REQUESTS)
-        request_id = next(self._request_ids)
-        future: asyncio.Future[wm.FromWorker] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
+        [(request_id, future)] = self._register(1)
         try:
             await self._put([wm.encode(make(request_id))], timeout_ms)
             return await asyncio.wait_for(future, timeout_ms / 1000)
@@ -228,27 +234,16 @@ class WorkerSupervisor:
 
     async def call_many(self, makes: list[Callable[[int], wm.ToWorker]], *,
                         timeout_ms: int = WORKER_REQUEST_TIMEOUT_MS) -> list[wm.FromWorker]:
-        """`call` for several requests at once: one ring write (one worker wake-up, one pump)
-        and no task per request; replies in order. A dead worker fails them all."""
-        if not self.is_up or self._inbox is None:
-            raise WorkerUnavailable("worker is not running")
-        if len(self._pending) + len(makes) > MAX_PENDING_WORKER_REQUESTS:
-            raise LimitExceeded("MAX_PENDING_WORKER_REQUESTS", len(self._pending) + len(makes),
-                                MAX_PENDING_WORKER_REQUESTS)
-        loop = asyncio.get_running_loop()
-        ids = [next(self._request_ids) for _ in makes]
-        futures: list[asyncio.Future[wm.FromWorker]] = []
-        for request_id in ids:
-            future: asyncio.Future[wm.FromWorker] = loop.create_future()
-            self._pending[request_id] = future
-            futures.append(future)
+        """`call` for several requests at once, without a task per request; replies in order.
+        A dead worker fails them all."""
+        registered = self._register(len(makes))
         try:
-            await self._put([wm.encode(make(request_id)) for make, request_id in zip(makes, ids)], timeout_ms)
-            return list(await asyncio.wait_for(asyncio.gather(*futures), timeout_ms / 1000))
+            await self._put([wm.encode(make(rid)) for make, (rid, _) in zip(makes, registered)], timeout_ms)
+            return list(await asyncio.wait_for(asyncio.gather(*(f for _, f in registered)), timeout_ms / 1000))
         except TimeoutError:
             raise WorkerUnavailable(f"worker did not answer within {timeout_ms} ms") from None
         finally:
-            for request_id in ids:
+            for request_id, _ in registered:
                 self._pending.pop(request_id, None)
 
     async def send(self, message: wm.ToWorker) -> None:
