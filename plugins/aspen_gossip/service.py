@@ -580,10 +580,10 @@ class GossipService:
                         return
                     stream = await conn.open_stream(unidirectional=True)
                     link.stream, link.conn = stream, conn
-                    await asyncio.wait_for(stream.write_frame(encode_frame(StreamHeader(topic.topic_id))),
-                                           SEND_TIMEOUT_MS / 1000)
+                    await stream.write_frame(encode_frame(StreamHeader(topic.topic_id)),
+                                             timeout_ms=SEND_TIMEOUT_MS)
                 body = link.queue.popleft()
-                await asyncio.wait_for(link.stream.write_frame(body), SEND_TIMEOUT_MS / 1000)
+                await link.stream.write_frame(body, timeout_ms=SEND_TIMEOUT_MS)
         except (AspenError, OSError, TimeoutError, ConnectionError) as exc:
             self._link_failed(state, link, PeerDisconnected(peer, _reason(exc)))
             return
