@@ -28,6 +28,7 @@ from aspen.raft.config import RaftConfig  # noqa: E402
 from aspen.raft.core import RaftCore  # noqa: E402
 from aspen.raft.memory_storage import MemoryStorage  # noqa: E402
 from aspen.raft.messages import RaftMessage, decode_message, encode_message  # noqa: E402
+from aspen.raft.ready import write_ready  # noqa: E402
 from aspen.raft.types import Membership  # noqa: E402
 from perf._report import Row, add_json_argument, emit  # noqa: E402
 
@@ -60,12 +61,7 @@ class Cluster:
     def drain(self, node_id: int) -> None:
         core, st = self.cores[node_id], self.storages[node_id]
         while (rd := core.ready()) is not None:
-            if rd.snapshot is not None:
-                st.apply_snapshot(rd.snapshot)
-            if rd.entries:
-                st.append(rd.entries)
-            if rd.hard_state is not None:
-                st.set_hard_state(rd.hard_state)
+            write_ready(st, rd)
             if rd.must_sync:
                 st.sync()
             self.queue.extend(rd.messages)

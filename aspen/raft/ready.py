@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from aspen.errors import AspenError
 from aspen.raft.messages import RaftMessage
-from aspen.raft.types import NO_NODE, Entry, HardState, Snapshot, SnapshotMeta
+from aspen.raft.types import NO_NODE, Entry, HardState, RaftStorage, Snapshot, SnapshotMeta
 
 
 class Role(enum.Enum):
@@ -86,4 +86,16 @@ class ProposalDropped(AspenError):
         self.leader_id = leader_id
 
 
-__all__ = ["Role", "SoftState", "ReadState", "Ready", "ProposalDropped"]
+def write_ready(storage: RaftStorage, rd: Ready) -> None:
+    """Step 1 of the contract up to the fsync, in its order: the snapshot, the entries, the hard
+    state. The caller then syncs if `rd.must_sync` (separate, so that it can time the fsync or,
+    in a simulator, cut the power just before it)."""
+    if rd.snapshot is not None:
+        storage.apply_snapshot(rd.snapshot)
+    if rd.entries:
+        storage.append(rd.entries)
+    if rd.hard_state is not None:
+        storage.set_hard_state(rd.hard_state)
+
+
+__all__ = ["Role", "SoftState", "ReadState", "Ready", "ProposalDropped", "write_ready"]

@@ -51,7 +51,7 @@ from aspen.raft.messages import (
     decode_message,
     encode_message,
 )
-from aspen.raft.ready import ProposalDropped, Ready, Role
+from aspen.raft.ready import ProposalDropped, Ready, Role, write_ready
 from aspen.raft.types import NO_NODE, Entry, EntryKind, HardState, Membership, RaftStorage, Snapshot
 
 logger = logging.getLogger(__name__)
@@ -470,12 +470,8 @@ class RaftWorker:
 
     def _persist(self, rd: Ready) -> None:
         storage = self._storage
-        if rd.snapshot is not None:
-            storage.apply_snapshot(rd.snapshot)
-        if rd.entries:
-            storage.append(rd.entries)
+        write_ready(storage, rd)
         if rd.hard_state is not None:
-            storage.set_hard_state(rd.hard_state)
             self._persisted_hs = rd.hard_state
         if rd.must_sync:
             started = time.perf_counter()

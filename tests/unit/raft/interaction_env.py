@@ -32,7 +32,7 @@ from aspen.raft.messages import (
     decode_message,
     encode_message,
 )
-from aspen.raft.ready import ProposalDropped
+from aspen.raft.ready import ProposalDropped, write_ready
 from aspen.raft.types import Entry, EntryKind, Membership, Snapshot
 
 # Delivery rounds of one `stabilize` before we call it a livelock.
@@ -146,12 +146,7 @@ class Env:
             if rd is None:
                 return
             st = node.storage
-            if rd.snapshot is not None:
-                st.apply_snapshot(rd.snapshot)
-            if rd.entries:
-                st.append(rd.entries)
-            if rd.hard_state is not None:
-                st.set_hard_state(rd.hard_state)
+            write_ready(st, rd)
             if rd.must_sync:
                 st.sync()
             if rd.soft_state is not None:

@@ -28,7 +28,7 @@ from aspen.raft.messages import (
     decode_message,
     encode_message,
 )
-from aspen.raft.ready import ProposalDropped, Ready, Role
+from aspen.raft.ready import ProposalDropped, Ready, Role, write_ready
 from aspen.raft.types import Entry, EntryKind, HardState, Membership, Snapshot, SnapshotMeta
 
 
@@ -62,12 +62,7 @@ class Net:
     def drain(self, i: int) -> None:
         core, st = self.cores[i], self.storages[i]
         while (rd := core.ready()) is not None:
-            if rd.snapshot is not None:
-                st.apply_snapshot(rd.snapshot)
-            if rd.entries:
-                st.append(rd.entries)
-            if rd.hard_state is not None:
-                st.set_hard_state(rd.hard_state)
+            write_ready(st, rd)
             if rd.must_sync:
                 st.sync()
             self.queue.extend(rd.messages)
