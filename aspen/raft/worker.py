@@ -562,7 +562,11 @@ class RaftWorker:
         forwarded = self._waiters.forwarded
         if not forwarded:
             return
-        expired = [rid for rid, f in forwarded.items() if now_ms - f.sent_ms > FORWARDED_WRITE_TIMEOUT_MS]
+        expired: list[int] = []
+        for rid, f in forwarded.items():  # in the order sent: stop at the first still in time
+            if now_ms - f.sent_ms <= FORWARDED_WRITE_TIMEOUT_MS:
+                break
+            expired.append(rid)
         for rid in expired:
             leader = forwarded.pop(rid).leader_id
             out.append(wm.ErrorReply(rid, f"no answer from leader {leader} within {FORWARDED_WRITE_TIMEOUT_MS} ms; "
