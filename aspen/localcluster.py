@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aspen.child_process import python_module_command
+
 NODE_READY_TIMEOUT_S = 60.0  # two Python processes starting on a loaded 2-core machine
 HTTP_TIMEOUT_S = 15.0  # above the node's CLIENT_REQUEST_TIMEOUT_MS (10 s)
 LEADER_TIMEOUT_S = 30.0
@@ -94,7 +96,7 @@ class LocalNode:
         log = open(self.data_dir.parent / f"node-{self.node_id}.log", "ab")
         env = {k: v for k, v in os.environ.items() if not k.startswith("ASPEN_")}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "aspen", "run", "--node-id", str(self.node_id), "--data-dir", str(self.data_dir),
+            [*python_module_command("aspen"), "run", "--node-id", str(self.node_id), "--data-dir", str(self.data_dir),
              "--http-addr", "127.0.0.1:0", "--bind-host", "127.0.0.1", "--disable-mdns",
              *(() if self.gossip else ("--disable-gossip",)), *self.extra_args],
             stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from aspen.child_process import python_module_command
 from aspen import worker_messages as wm
 from aspen.errors import AspenError, LimitExceeded
 from aspen.ring import Ring, RingPair
@@ -107,7 +108,7 @@ class WorkerSupervisor:
         pair = RingPair.create(f"aspen-{os.getpid()}-{self._incarnation}")
         # Unlink now: the child inherits the segments as fds, so no name needs to survive us.
         pair.unlink()
-        args = [sys.executable, "-m", WORKER_MODULE, "--parent-pid", str(os.getpid()),
+        args = [*python_module_command(WORKER_MODULE), "--parent-pid", str(os.getpid()),
                 "--incarnation", str(self._incarnation), "--rings", pair.spec_arg(),
                 "--log-level", self._log_level, *self._extra_args]
         try:
