@@ -3,7 +3,8 @@
 Rules: this is a mixin of `RaftCore` only (split out to keep modules small, STYLE §1); it owns
 no state of its own. It sends AppendEntries within flow control (etcd `tracker/progress.go`:
 PROBE one at a time, REPLICATE pipelined up to max_inflight_appends, SNAPSHOT one chunk in
-flight), detects lost appends by a heartbeat round without progress, and answers reads after a
+flight; with hold_partial_appends, a tail short of a full append waits for the acknowledgement
+of the one in flight), detects lost appends by a heartbeat round without progress, and answers reads after a
 quorum heartbeat round (thesis §6.4).
 """
 
@@ -204,7 +205,10 @@ class LeaderMixin:
         sent = False
         max_inflight = cfg.max_inflight_appends
         while pr.next <= last and len(pr.inflights) < max_inflight:
-            if not self._send_one_append(to, pr, last, committed):
+            only_full = cfg.hold_partial_appends and len(pr.inflights) > 0
+            if not self._send_one_append(to, pr, last, committed, only_full=only_full):
+                # A snapshot went instead, or a partial tail is held: the acknowledgement of the
+                # append in flight sends it, with the commit index of that moment.
                 return
             sent = True
         if not sent and pr.sent_commit < committed:
@@ -215,8 +219,9 @@ class LeaderMixin:
                 # Deferred: the next append or heartbeat will likely carry it first.
                 self._commit_notify_deadline_ms = self._now_ms + delay
 
-    def _send_one_append(self, to: int, pr: Progress, last: int, committed: int) -> bool:
-        """One AppendEntries from pr.next (empty if nothing new). False if a snapshot went instead."""
+    def _send_one_append(self, to: int, pr: Progress, last: int, committed: int, *, only_full: bool = False) -> bool:
+        """One AppendEntries from pr.next (empty if nothing new). False if a snapshot went instead,
+        or (`only_full`) nothing was sent because the entries would not fill a whole append."""
         log = self.log
         prev = pr.next - 1
         prev_term = log.term(prev)
@@ -226,6 +231,9 @@ class LeaderMixin:
         if pr.next <= last:
             cfg = self._cfg
             entries = log.entries(pr.next, min(last + 1, pr.next + cfg.max_entries_per_append), cfg.max_append_size_bytes)
+            # Full: the count limit, or the size limit cut the batch short of `last`.
+            if only_full and len(entries) < cfg.max_entries_per_append and entries[-1].index == last:
+                return False
         else:
             entries = []
         self._msgs.append(AppendEntries(self.id, to, self.term, prev, prev_term, entries, committed))

@@ -202,10 +202,11 @@ class Env:
     def cmd_add_nodes(self, args: list[str]) -> None:
         """add-nodes N [voters=1,2,3] [learners=4] [heartbeat=10] [election=50,100]
         [snapshot-interval=0] [snapshot-keep=0] [chunk=1024] [max-entries=300] [inflight=64]
-        [lag=100] [prevote=true] [checkquorum=true] [commit-notify=0] — nodes 1..N; members of the
-        bootstrap config get it, the others start empty. commit-notify defaults to 0 (followers told
-        of a commit at once) so that the scenarios show every step; commit_notify_deferred.txt
-        covers the node's default."""
+        [lag=100] [prevote=true] [checkquorum=true] [commit-notify=0] [hold=false] — nodes 1..N;
+        members of the bootstrap config get it, the others start empty. commit-notify defaults to 0
+        (followers told of a commit at once) and hold to false (every Ready's entries sent at once,
+        pipelined) so that the scenarios show every step as etcd would; commit_notify_deferred.txt
+        and hold_partial_appends.txt cover the node's defaults."""
         pos, kw = _kv(args)
         n = int(pos[0])
         voters = _ids(kw.get("voters", ",".join(str(i) for i in range(1, n + 1))))
@@ -229,6 +230,7 @@ class Env:
                 pre_vote=kw.get("prevote", "true") == "true",
                 check_quorum=kw.get("checkquorum", "true") == "true",
                 commit_notify_delay_ms=int(kw.get("commit-notify", "0")),
+                hold_partial_appends=kw.get("hold", "false") == "true",
             )
             node = _Node(i, MemoryStorage(boot if i in members else Membership()), cfg)
             self.nodes[i] = node
