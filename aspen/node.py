@@ -38,6 +38,7 @@ from aspen.quic import Endpoint
 from aspen.raft_metrics import RaftMetricsCollector
 from aspen.plugin_host import PluginError, PluginHost
 from aspen.worker_supervisor import WorkerSupervisor
+from aspen.write_forwarding import WriteForwarder
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +109,8 @@ class Node:
         self.raft_metrics = RaftMetricsCollector(self.config.node_id, self.secret_key.public().hex())
         self.registry.register(self.raft_metrics)
         self._raft_sinks: list[Callable[[wm.RaftSendBatch], None]] = []
+        self.writes = WriteForwarder(node_id=self.config.node_id, term=lambda: self.cluster_view.term,
+                                     send=self._send_raft)
         self.worker = WorkerSupervisor(registry=self.registry, log_level=self.config.log_level,
                                        extra_args=worker_args(self.config, self.data_dir),
                                        on_unsolicited=self._on_worker_message)
@@ -124,15 +127,21 @@ class Node:
         await self.worker.send(message)
 
     async def send_many(self, messages: list[wm.ToWorker]) -> None:
-        await self.worker.send_many(messages)
+        # Answers to writes this node forwarded are for its I/O process, not its worker.
+        messages = self.writes.take_results(messages)
+        if messages:
+            await self.worker.send_many(messages)
 
     def add_raft_sink(self, sink: Callable[[wm.RaftSendBatch], None]) -> None:
         self._raft_sinks.append(sink)
 
+    def _send_raft(self, batch: wm.RaftSendBatch) -> None:
+        for sink in self._raft_sinks:
+            sink(batch)
+
     def _on_worker_message(self, message: wm.FromWorker) -> None:
         if isinstance(message, wm.RaftSendBatch):
-            for sink in self._raft_sinks:
-                sink(message)
+            self._send_raft(message)
         elif isinstance(message, wm.StateUpdate):
             self.cluster_view.apply(message)
 
@@ -192,6 +201,7 @@ class Node:
             handlers = self._protocol_handlers()
             self.endpoint = await self._start_endpoint(handlers)
             stack.push_async_callback(self.endpoint.stop)
+            stack.callback(self.writes.close)  # writes still forwarded get 504 (outcome unknown)
             self.context.endpoint = self.endpoint
 
             from aspen.http_api import start_http  # aiohttp import is heavy; only nodes need it
@@ -244,13 +254,17 @@ class Node:
     def _protocol_handlers(self) -> dict[str, ProtocolHandler]:
         """ALPN -> handler from every plugin, plus the node's own client-forwarding handler."""
         endpoint_rpc = self._rpc
+        plugin_handlers = list(self.host.collect("aspen_protocol_handlers", node=self.context))
+        # Writes ride raft-rpc to the leader when a plugin carries Raft messages (it registered a
+        # raft sink while building its handler); else they go over aspen-client/1.
         self.cluster = ClusterService(node_id=self.config.node_id, worker=self.worker, view=self.cluster_view,
                                       registry=self.registry, own_addr=self.endpoint_addr,
                                       http_addr=self._http_addr_text, rpc=endpoint_rpc,
-                                      extensions=self.context.extensions)
+                                      extensions=self.context.extensions,
+                                      writes=self.writes if self._raft_sinks else None)
         handlers: dict[str, ProtocolHandler] = {CLIENT_ALPN: self.cluster}
         owners: dict[str, str] = {CLIENT_ALPN: "aspen"}
-        for plugin, handler in self.host.collect("aspen_protocol_handlers", node=self.context):
+        for plugin, handler in plugin_handlers:
             if handler.alpn in handlers:
                 raise PluginError(plugin, f"ALPN {handler.alpn!r} is already served by {owners[handler.alpn]}")
             handlers[handler.alpn] = handler

@@ -127,6 +127,10 @@ class RaftStatusRequest(msgspec.Struct, tag="raft_status", frozen=True):
 # --- worker -> I/O process ----------------------------------------------------------------------
 
 
+# A message at least this large goes on the bulk stream (snapshot chunks always do).
+LARGE_MESSAGE_SIZE = 64 * 1024
+
+
 class RaftSend(msgspec.Struct, tag="raft_out", frozen=True, array_like=True):
     """A Raft message for peer `to_node`; `large` ones (snapshot chunks, big appends) go on a
     separate stream so heartbeats never wait behind them."""

@@ -173,7 +173,7 @@ class ReadIndexResponse(msgspec.Struct, tag="read_resp", frozen=True, array_like
     ok: bool
 
 
-# Bounds of one ForwardedWrites / ForwardedResults message (a pump's worth from one follower).
+# Bounds of one ForwardedWrites / ForwardedResults message (a loop turn's or a pump's worth).
 MAX_FORWARDED_WRITES = 4096
 # The commands of one ForwardedWrites stay below this many bytes; more go in another message.
 FORWARDED_WRITES_TARGET_SIZE = 1024 * 1024
@@ -186,9 +186,9 @@ class ForwardedWrite(msgspec.Struct, frozen=True, array_like=True):
 
 class ForwardedWrites(msgspec.Struct, tag="fwd", frozen=True, array_like=True):
     """Follower -> leader: client writes the follower accepted (etcd's MsgProp). Not part of the
-    consensus protocol: the workers handle it; the leader proposes each and answers with
-    ForwardedResults. It rides the raft-rpc stream with the appends, so forwarding costs no
-    stream of its own."""
+    consensus protocol: the follower's I/O process sends it (aspen.write_forwarding), the
+    leader's worker proposes each and answers with ForwardedResults. It rides the raft-rpc
+    stream with the appends, so forwarding costs no stream of its own."""
 
     from_id: int
     to_id: int
@@ -196,12 +196,16 @@ class ForwardedWrites(msgspec.Struct, tag="fwd", frozen=True, array_like=True):
     writes: Annotated[list[ForwardedWrite], msgspec.Meta(max_length=MAX_FORWARDED_WRITES)]
 
 
+# ForwardedResult.status: "not the leader, try `leader_id`" (nothing was proposed).
+STATUS_NOT_LEADER = 421
+
+
 class ForwardedResult(msgspec.Struct, frozen=True, array_like=True):
     request_id: int
     status: int  # 200 = applied (`result` is the encoded KvResult); else an HTTP-like error
     result: bytes = b""
     message: str = ""
-    leader_id: int = 0  # status 421: not the leader; this is who is, if known
+    leader_id: int = 0  # STATUS_NOT_LEADER: this is who is, if known
 
 
 class ForwardedResults(msgspec.Struct, tag="fwd_resp", frozen=True, array_like=True):
@@ -252,6 +256,7 @@ __all__ = [
     "MAX_ENTRIES_PER_APPEND",
     "MAX_FORWARDED_WRITES",
     "FORWARDED_WRITES_TARGET_SIZE",
+    "STATUS_NOT_LEADER",
     "ForwardedWrite",
     "ForwardedWrites",
     "ForwardedResult",

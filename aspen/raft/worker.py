@@ -14,10 +14,9 @@ Client requests are answered when their outcome is known: a write when the entry
 (term, index) is applied (another term there means it was lost: 502, the client retries); a
 linearizable read when its ReadIndex round confirmed leadership and the state machine reached
 the read index (followers serve reads too: the core forwards the ReadIndex to the leader).
-A follower forwards client writes to its leader itself (`ForwardedWrites`, etcd's MsgProp),
-on the raft-rpc stream with its other Raft messages; the leader proposes them and answers with
-`ForwardedResults` once applied. Other requests this node cannot serve get
-`NotLeader(leader_id)`; the I/O process forwards those.
+A leader proposes the client writes a follower's I/O process forwarded (`ForwardedWrites`,
+etcd's MsgProp, aspen.write_forwarding) and answers with `ForwardedResults` once applied. Any
+request this node cannot serve gets `NotLeader(leader_id)`; the I/O process forwards it.
 
 Membership changes are one voter at a time (the core's rule); `ChangeMembership` to a set that
 differs by several voters runs as a plan of single steps, answered when the last one commits. A
@@ -40,11 +39,10 @@ from aspen.raft import kv
 from aspen.raft.config import RaftConfig
 from aspen.raft.core import RaftCore
 from aspen.raft.messages import (
-    FORWARDED_WRITES_TARGET_SIZE,
     MAX_FORWARDED_WRITES,
+    STATUS_NOT_LEADER,
     ForwardedResult,
     ForwardedResults,
-    ForwardedWrite,
     ForwardedWrites,
     InstallSnapshot,
     PeerMessage,
@@ -59,21 +57,12 @@ logger = logging.getLogger(__name__)
 # Client requests waiting for their entry or read index. Bounded so a node cut off from its
 # quorum cannot accumulate them forever; beyond it new requests get 503. guess: revisit.
 MAX_PENDING_CLIENT_REQUESTS = 100_000
-# A message at least this large goes on the bulk stream (snapshot chunks always do).
-LARGE_MESSAGE_SIZE = 64 * 1024
 # Voter changes one ChangeMembership may need (add + remove for each of MAX_MEMBERS).
 MAX_PLAN_STEPS = 200
 # A ReadIndex round normally resolves within a heartbeat round trip; one still unresolved after
 # this long (its request or answer was lost, or leadership moved mid-round) is handed back as
 # NotLeader so the I/O process retries it. Above the default election timeout (3 s max).
 READ_INDEX_TIMEOUT_MS = 4_000
-# A write a follower forwarded to its leader and heard nothing about for this long (the leader
-# died, or the message or its answer was lost) is answered 504: its outcome is unknown (it may
-# have committed), so it is not retried on the client's behalf. Below the I/O process's
-# CLIENT_REQUEST_TIMEOUT_MS (10 s), so the client hears this rather than a bare timeout.
-FORWARDED_WRITE_TIMEOUT_MS = 8_000
-# HTTP-like status in a ForwardedResult: "not the leader, try `leader_id`".
-STATUS_NOT_LEADER = 421
 
 ROLE_NAMES = {Role.LEADER: "Leader", Role.FOLLOWER: "Follower", Role.CANDIDATE: "Candidate",
               Role.PRE_CANDIDATE: "Candidate"}
@@ -84,12 +73,6 @@ class _PendingWrite:
     request_id: int
     term: int
     origin: int = 0  # the follower that forwarded it (answered with a ForwardedResult), 0 = ours
-
-
-@dataclass
-class _ForwardedWrite:
-    leader_id: int  # where it was sent
-    sent_ms: int
 
 
 @dataclass
@@ -116,10 +99,9 @@ class _Waiters:
     reads: dict[int, _PendingRead] = field(default_factory=dict)  # by read id
     confs: dict[int, int] = field(default_factory=dict)  # conf entry index -> request id
     snapshots: list[int] = field(default_factory=list)  # request ids waiting for a snapshot
-    forwarded: dict[int, _ForwardedWrite] = field(default_factory=dict)  # our writes at the leader
 
     def count(self) -> int:
-        return len(self.writes) + len(self.reads) + len(self.confs) + len(self.snapshots) + len(self.forwarded)
+        return len(self.writes) + len(self.reads) + len(self.confs) + len(self.snapshots)
 
 
 def node_role(core: RaftCore) -> str:
@@ -149,8 +131,7 @@ class RaftWorker:
         self._snapshot_term = snapshot.meta.term
         self.core = RaftCore(config, storage, rng=rng)
         self._waiters = _Waiters()
-        # Forwarding, sent at the end of the pump: our writes per leader, results per follower.
-        self._forward_out: dict[int, list[ForwardedWrite]] = {}
+        # Results of writes followers forwarded, per follower, sent at the end of the pump.
         self._results_out: dict[int, list[ForwardedResult]] = {}
         self._replies: list[wm.FromWorker] = []  # answers found while handling input, out at pump
         self._plan: _MembershipPlan | None = None
@@ -207,7 +188,9 @@ class RaftWorker:
         if isinstance(msg, ForwardedWrites):
             self._propose_forwarded(msg, now_ms)
         elif isinstance(msg, ForwardedResults):
-            self._forwarded_answered(msg)
+            # The follower's I/O process takes its answers (aspen.write_forwarding); one that
+            # reached the worker anyway (sent while this node was restarting) has no waiter.
+            logger.debug("ignoring forwarded-write answers from node %d", from_node)
         else:
             self.core.step(msg, now_ms)
 
@@ -235,22 +218,6 @@ class RaftWorker:
             if refusal is not None:
                 self._results_out.setdefault(msg.from_id, []).append(refusal)
 
-    def _forwarded_answered(self, msg: ForwardedResults) -> None:
-        """Follower: the leader's answers to writes we forwarded."""
-        for result in msg.results:
-            pending = self._waiters.forwarded.get(result.request_id)
-            if pending is None or pending.leader_id != msg.from_id:
-                continue  # already answered (timed out), or not sent there
-            del self._waiters.forwarded[result.request_id]
-            rid = result.request_id
-            if result.status == 200:
-                self._replies.append(wm.WriteDone(rid, result.result))
-            elif result.status == STATUS_NOT_LEADER:
-                leader = result.leader_id if result.leader_id != self.core.id else NO_NODE
-                self._replies.append(wm.NotLeader(rid, leader))  # nothing was proposed: retry
-            else:
-                self._replies.append(wm.ErrorReply(rid, result.message, result.status))
-
     def _busy(self, rid: int) -> list[wm.FromWorker] | None:
         if self._waiters.count() >= MAX_PENDING_CLIENT_REQUESTS:
             return [wm.ErrorReply(rid, "too many requests in flight (MAX_PENDING_CLIENT_REQUESTS)", 503)]
@@ -269,11 +236,7 @@ class RaftWorker:
             return early
         if not self.core.is_leader:
             leader = self.core.leader_id
-            if leader == NO_NODE or leader == self.core.id:
-                return [wm.NotLeader(rid, leader)]
-            self._forward_out.setdefault(leader, []).append(ForwardedWrite(rid, command))
-            self._waiters.forwarded[rid] = _ForwardedWrite(leader, now_ms)
-            return []
+            return [wm.NotLeader(rid, leader if leader != self.core.id else NO_NODE)]
         try:
             term, index = self.core.propose(command, now_ms)
         except ProposalDropped as exc:
@@ -430,7 +393,7 @@ class RaftWorker:
         out: list[wm.FromWorker] = []
         sends: list[wm.RaftSend] = []
         while (rd := self.core.ready()) is not None:
-            batch = [wm.RaftSend(msg.to_id, payload, isinstance(msg, InstallSnapshot) or len(payload) >= LARGE_MESSAGE_SIZE)
+            batch = [wm.RaftSend(msg.to_id, payload, isinstance(msg, InstallSnapshot) or len(payload) >= wm.LARGE_MESSAGE_SIZE)
                      for msg in rd.messages for payload in (encode_message(msg),)]
             if batch and self._may_send_before_persisting(rd):
                 assert self.send_now is not None
@@ -450,7 +413,6 @@ class RaftWorker:
             out.extend(self._replies)
             self._replies = []
         self._expire_reads(out, now_ms)
-        self._expire_forwarded(out, now_ms)
         update = self._state_update()
         if update is not None:
             out.append(update)
@@ -536,41 +498,15 @@ class RaftWorker:
                     out.append(wm.ErrorReply(lost.request_id, "write lost; retry", 502))
 
     def _forwarding_sends(self) -> list[wm.RaftSend]:
-        """This pump's forwarded writes (follower) and their results (leader), bounded per message."""
+        """This pump's answers to forwarded writes, per follower, bounded per message."""
         sends: list[wm.RaftSend] = []
         me, term = self.core.id, self.core.term
-        for leader, writes in self._forward_out.items():
-            start = 0
-            while start < len(writes):
-                end, size = start, 0
-                while end < len(writes) and end - start < MAX_FORWARDED_WRITES and \
-                        (end == start or size + len(writes[end].command) <= FORWARDED_WRITES_TARGET_SIZE):
-                    size += len(writes[end].command)
-                    end += 1
-                payload = encode_message(ForwardedWrites(me, leader, term, writes[start:end]))
-                sends.append(wm.RaftSend(leader, payload, len(payload) >= LARGE_MESSAGE_SIZE))
-                start = end
         for origin, results in self._results_out.items():
             for start in range(0, len(results), MAX_FORWARDED_WRITES):
                 payload = encode_message(ForwardedResults(me, origin, term, results[start:start + MAX_FORWARDED_WRITES]))
-                sends.append(wm.RaftSend(origin, payload, len(payload) >= LARGE_MESSAGE_SIZE))
-        self._forward_out.clear()
+                sends.append(wm.RaftSend(origin, payload, len(payload) >= wm.LARGE_MESSAGE_SIZE))
         self._results_out.clear()
         return sends
-
-    def _expire_forwarded(self, out: list[wm.FromWorker], now_ms: int) -> None:
-        forwarded = self._waiters.forwarded
-        if not forwarded:
-            return
-        expired: list[int] = []
-        for rid, f in forwarded.items():  # in the order sent: stop at the first still in time
-            if now_ms - f.sent_ms <= FORWARDED_WRITE_TIMEOUT_MS:
-                break
-            expired.append(rid)
-        for rid in expired:
-            leader = forwarded.pop(rid).leader_id
-            out.append(wm.ErrorReply(rid, f"no answer from leader {leader} within {FORWARDED_WRITE_TIMEOUT_MS} ms; "
-                                          "the write may or may not have been applied", 504))
 
     def _expire_reads(self, out: list[wm.FromWorker], now_ms: int) -> None:
         reads = self._waiters.reads

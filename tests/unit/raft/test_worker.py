@@ -11,6 +11,14 @@ from aspen import worker_messages as wm
 from aspen.raft import kv
 from aspen.raft.config import RaftConfig
 from aspen.raft.memory_storage import MemoryStorage
+from aspen.raft.messages import (
+    ForwardedResult,
+    ForwardedResults,
+    ForwardedWrite,
+    ForwardedWrites,
+    decode_message,
+    encode_message,
+)
 from aspen.raft.worker import RaftWorker
 
 STEP_MS = 10
@@ -306,38 +314,48 @@ def test_leader_sends_appends_before_its_fsync_but_followers_never_do() -> None:
     assert value_of(c.read(leader, "k")) == "v"
 
 
-def test_a_write_on_a_follower_is_forwarded_by_its_worker_and_answered_with_the_result() -> None:
+def forward(c: Cluster, follower: int, leader: int, commands: list[kv.KvCommand]) -> list[ForwardedResult]:
+    """What a follower's I/O process does with a write (aspen.write_forwarding): send it to the
+    leader's worker as ForwardedWrites; returns the ForwardedResults addressed to `follower`."""
+    writes = [ForwardedWrite(100 + i, kv.encode_command(cmd)) for i, cmd in enumerate(commands)]
+    msg = ForwardedWrites(follower, leader, c.workers[follower].core.term, writes)
+    c.workers[leader].handle(wm.RaftReceive(follower, encode_message(msg)), c.now_ms)
+    results: dict[int, ForwardedResult] = {}
+    for _ in range(MAX_STEPS):
+        for out in c.workers[leader].pump(c.now_ms):
+            if isinstance(out, wm.RaftSendBatch):
+                for m in out.messages:
+                    answer = decode_message(m.payload)
+                    if m.to_node == follower and isinstance(answer, ForwardedResults):
+                        results.update((r.request_id, r) for r in answer.results)
+                    elif m.to_node in c.workers and m.to_node not in c.down:
+                        c.workers[m.to_node].handle(wm.RaftReceive(leader, m.payload), c.now_ms)
+        if len(results) == len(writes):
+            return [results[w.request_id] for w in writes]
+        c.step()
+    raise AssertionError(f"forwarded writes unanswered: {results}")
+
+
+def test_a_follower_worker_refers_writes_to_its_leader_which_answers_forwarded_writes_with_results() -> None:
     c = formed([1, 2, 3])
     leader = c.settle()
     follower = next(i for i in (1, 2, 3) if i != leader)
-    reply = c.write(follower, kv.Set("k", "v1"))
-    assert isinstance(reply, wm.WriteDone), reply
-    cas = c.write(follower, kv.CompareAndSwap("k", "v1", "v2"))
-    assert isinstance(cas, wm.WriteDone)
-    assert kv.decode_result(cas.result) == kv.CasResult(True, "v2")  # the leader's apply result
-    failed = c.write(follower, kv.CompareAndSwap("k", "nope", "v3"))
-    assert isinstance(failed, wm.WriteDone)
-    assert kv.decode_result(failed.result) == kv.CasResult(False, "v2")
+    reply = c.write(follower, kv.Set("k", "v0"))
+    assert reply == wm.NotLeader(reply.request_id, leader)  # type: ignore[union-attr]
+    assert c.workers[follower].kv.read(kv.Get("k")) == kv.GetResult(None)  # nothing proposed
+    results = forward(c, follower, leader, [kv.Set("k", "v1"), kv.CompareAndSwap("k", "v1", "v2"),
+                                            kv.CompareAndSwap("k", "nope", "v3")])
+    assert [r.status for r in results] == [200, 200, 200]
+    assert kv.decode_result(results[1].result) == kv.CasResult(True, "v2")  # the leader's apply result
+    assert kv.decode_result(results[2].result) == kv.CasResult(False, "v2")
     assert c.workers[leader].kv.read(kv.Get("k")) == kv.GetResult("v2")
-    assert c.workers[follower]._waiters.forwarded == {}
-
-
-def test_a_forwarded_write_whose_leader_died_is_answered_504_not_retried() -> None:
-    from aspen.raft.worker import FORWARDED_WRITE_TIMEOUT_MS
-    c = formed([1, 2, 3])
-    leader = c.settle()
-    follower = next(i for i in (1, 2, 3) if i != leader)
-    c.down.add(leader)  # the forwarded write (and any answer) goes nowhere
-    rid = c.send(follower, lambda r: wm.ClientWrite(r, kv.encode_command(kv.Set("k", "v"))))
-    started = c.now_ms
-    reply = c.reply(follower, rid)
-    assert isinstance(reply, wm.ErrorReply) and reply.status == 504, reply
-    assert c.now_ms - started >= FORWARDED_WRITE_TIMEOUT_MS
-    assert not c.workers[follower]._waiters.forwarded
+    # A forwarded answer that reaches a worker (none waits there) changes nothing.
+    stray = ForwardedResults(leader, follower, c.workers[leader].core.term, results)
+    c.workers[follower].handle(wm.RaftReceive(leader, encode_message(stray)), c.now_ms)
+    assert not [o for o in c.workers[follower].pump(c.now_ms) if not isinstance(o, (wm.RaftSendBatch, wm.StateUpdate))]
 
 
 def test_writes_forwarded_to_a_node_that_lost_leadership_come_back_as_not_leader() -> None:
-    from aspen.raft.messages import ForwardedResults, ForwardedWrite, ForwardedWrites, decode_message, encode_message
     c = formed([1, 2, 3])
     leader = c.settle()
     follower, other = (i for i in (1, 2, 3) if i != leader)

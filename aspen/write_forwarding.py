@@ -1,0 +1,203 @@
+"""WriteForwarder: a follower's I/O process sends client writes to the leader's worker itself.
+
+A write that reaches a follower goes to the leader as `ForwardedWrites` (etcd's MsgProp) on the
+raft-rpc stream, with the node's other Raft messages; the leader's worker proposes each and
+answers with `ForwardedResults` once applied. The follower's own worker takes no part: asking it
+to forward cost two ring crossings and two worker wake-ups per batch, and on a busy 2-core box
+each process hop is a scheduling delay (perf/kv_bench.py, c=16).
+
+Writes arriving in one event-loop turn go to one leader as one message (bounded by
+MAX_FORWARDED_WRITES / FORWARDED_WRITES_TARGET_SIZE). A write with no answer within its
+deadline (at most FORWARDED_WRITE_TIMEOUT_MS) is answered 504: it may or may not have been applied (the leader
+died, or the connection dropped the message or its answer), so it is not retried for the client.
+Answers are matched by request id *and* by the node that was asked, so a stray or forged
+ForwardedResults from another member resolves nothing.
+
+The node routes inbound frames: `take_results` picks ForwardedResults out of what the raft-rpc
+transport delivers (a prefix check, no decode of other messages) before the rest go to the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import msgspec
+
+from aspen import worker_messages as wm
+from aspen.errors import WireDecodeError
+from aspen.raft.messages import (
+    FORWARDED_WRITES_TARGET_SIZE,
+    MAX_FORWARDED_WRITES,
+    STATUS_NOT_LEADER,
+    ForwardedResults,
+    ForwardedWrite,
+    ForwardedWrites,
+    decode_message,
+    encode_message,
+)
+
+logger = logging.getLogger(__name__)
+
+# Below the I/O process's CLIENT_REQUEST_TIMEOUT_MS (10 s), so the client hears this rather
+# than a bare timeout; far above a commit round trip.
+FORWARDED_WRITE_TIMEOUT_MS = 8_000
+
+# ForwardedResults is an array-like tagged Struct: a one-byte array header, then its tag.
+_RESULTS_TAG = msgspec.msgpack.encode("fwd_resp")
+
+
+@dataclass
+class _Pending:
+    leader_id: int
+    deadline_s: float  # time.monotonic() after which it is answered 504
+    future: asyncio.Future[wm.FromWorker]
+
+
+def chunk_writes(writes: list[ForwardedWrite]) -> list[list[ForwardedWrite]]:
+    """Split writes into messages of at most MAX_FORWARDED_WRITES and, beyond one write,
+    FORWARDED_WRITES_TARGET_SIZE command bytes."""
+    chunks: list[list[ForwardedWrite]] = []
+    start = 0
+    while start < len(writes):
+        end, size = start, 0
+        while end < len(writes) and end - start < MAX_FORWARDED_WRITES and \
+                (end == start or size + len(writes[end].command) <= FORWARDED_WRITES_TARGET_SIZE):
+            size += len(writes[end].command)
+            end += 1
+        chunks.append(writes[start:end])
+        start = end
+    return chunks
+
+
+class WriteForwarder:
+    """Forwards client writes to a leader over raft-rpc and matches the answers (module doc)."""
+
+    def __init__(self, *, node_id: int, term: Callable[[], int],
+                 send: Callable[[wm.RaftSendBatch], None]) -> None:
+        self._node_id = node_id
+        self._term = term
+        self._send = send
+        self._next_id = 1
+        self._pending: dict[int, _Pending] = {}
+        self._outbox: dict[int, list[ForwardedWrite]] = {}
+        self._flush_scheduled = False
+        self._expiry: asyncio.TimerHandle | None = None
+        self._expiry_at = 0.0  # when `_expiry` fires (monotonic)
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    async def forward(self, leader_id: int, command: bytes,
+                      timeout_ms: int = FORWARDED_WRITE_TIMEOUT_MS) -> wm.FromWorker:
+        """Send `command` to `leader_id`'s worker; its answer as the local worker would give it:
+        WriteDone, NotLeader (nothing was proposed: retry) or ErrorReply (504 after
+        min(timeout_ms, FORWARDED_WRITE_TIMEOUT_MS) without an answer)."""
+        loop = asyncio.get_running_loop()
+        rid = self._next_id
+        self._next_id += 1
+        future: asyncio.Future[wm.FromWorker] = loop.create_future()
+        wait_s = min(timeout_ms, FORWARDED_WRITE_TIMEOUT_MS) / 1000
+        self._pending[rid] = _Pending(leader_id, time.monotonic() + wait_s, future)
+        self._outbox.setdefault(leader_id, []).append(ForwardedWrite(rid, command))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        self._arm(self._pending[rid].deadline_s)
+        try:
+            return await future
+        finally:
+            self._pending.pop(rid, None)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        outbox, self._outbox = self._outbox, {}
+        term = self._term()
+        sends: list[wm.RaftSend] = []
+        for leader_id, writes in outbox.items():
+            for chunk in chunk_writes(writes):
+                payload = encode_message(ForwardedWrites(self._node_id, leader_id, term, chunk))
+                sends.append(wm.RaftSend(leader_id, payload, len(payload) >= wm.LARGE_MESSAGE_SIZE))
+        for start in range(0, len(sends), wm.MAX_RAFT_BATCH_MESSAGES):
+            self._send(wm.RaftSendBatch(sends[start:start + wm.MAX_RAFT_BATCH_MESSAGES]))
+
+    def _expire(self) -> None:
+        """Answer 504 every write past its deadline; re-arm for the earliest remaining one."""
+        self._expiry = None
+        now = time.monotonic()
+        earliest: float | None = None
+        for rid, pending in list(self._pending.items()):
+            if now < pending.deadline_s:
+                earliest = pending.deadline_s if earliest is None else min(earliest, pending.deadline_s)
+                continue
+            del self._pending[rid]
+            if not pending.future.done():
+                pending.future.set_result(wm.ErrorReply(
+                    rid, f"no answer from leader {pending.leader_id} in time; the write may or may not "
+                         "have been applied", 504))
+        if earliest is not None:
+            self._arm(earliest)
+
+    def _arm(self, deadline_s: float) -> None:
+        """Make sure `_expire` runs by `deadline_s` (monotonic): one timer for all writes."""
+        if self._expiry is not None:
+            if self._expiry_at <= deadline_s:
+                return
+            self._expiry.cancel()
+        self._expiry_at = deadline_s
+        self._expiry = asyncio.get_running_loop().call_later(max(0.0, deadline_s - time.monotonic()), self._expire)
+
+    def take_results(self, messages: list[wm.ToWorker]) -> list[wm.ToWorker]:
+        """Answer our forwarded writes from `messages` (what raft-rpc delivers); the rest, in
+        order, for the worker."""
+        rest: list[wm.ToWorker] | None = None
+        for i, message in enumerate(messages):
+            if isinstance(message, wm.RaftReceive) and message.payload.startswith(_RESULTS_TAG, 1):
+                if rest is None:
+                    rest = list(messages[:i])
+                self._answer(message.from_node, message.payload)
+            elif rest is not None:
+                rest.append(message)
+        return messages if rest is None else rest
+
+    def _answer(self, from_node: int, payload: bytes) -> None:
+        try:
+            msg = decode_message(payload)
+        except WireDecodeError as exc:
+            logger.warning("dropping undecodable forwarded-write answer from node %d: %s", from_node, exc)
+            return
+        if not isinstance(msg, ForwardedResults) or msg.from_id != from_node or msg.to_id != self._node_id:
+            logger.warning("dropping a forwarded-write answer from node %d not meant for us", from_node)
+            return
+        for result in msg.results:
+            pending = self._pending.get(result.request_id)
+            if pending is None or pending.leader_id != from_node or pending.future.done():
+                continue  # already answered (timed out), or not sent there
+            rid = result.request_id
+            reply: wm.FromWorker
+            if result.status == 200:
+                reply = wm.WriteDone(rid, result.result)
+            elif result.status == STATUS_NOT_LEADER:
+                leader = result.leader_id if result.leader_id != self._node_id else 0
+                reply = wm.NotLeader(rid, leader)  # nothing was proposed: the caller retries
+            else:
+                reply = wm.ErrorReply(rid, result.message, result.status)
+            pending.future.set_result(reply)
+
+    def close(self) -> None:
+        """Fail every write still waiting (the node is stopping)."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        for rid, pending in self._pending.items():
+            if not pending.future.done():
+                pending.future.set_result(wm.ErrorReply(rid, "node stopping; the write may or may not "
+                                                             "have been applied", 504))
+        self._pending.clear()
+
+
+__all__ = ["WriteForwarder", "FORWARDED_WRITE_TIMEOUT_MS", "chunk_writes"]
