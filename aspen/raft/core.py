@@ -120,7 +120,12 @@ class RaftCore(LeaderMixin):
         self._msgs: list[RaftMessage] = []
         self._read_states: list[ReadState] = []
         self._reads = ReadOnly()
-        self._forwarded_reads: dict[int, int] = {}  # request_id -> leader it was sent to
+        # Follower reads: those asked since the last Ready go to the leader as one ReadIndexRequest
+        # (its context id answers them all); then remembered by context until answered.
+        self._reads_to_forward: list[int] = []
+        self._forwarded_reads: dict[int, tuple[int, list[int]]] = {}  # ctx -> (leader, request ids)
+        self._forwarded_read_count = 0  # request ids in both
+        self._next_read_ctx = 1
         self._flush_needed = False
         self._pending_conf_index = 0
         self._transfer_target = NO_NODE
@@ -257,16 +262,17 @@ class RaftCore(LeaderMixin):
         """Ask for a linearizable read; the answer is a ReadState(request_id, ...) in a Ready.
 
         On the leader it is answered after a quorum heartbeat round; a follower forwards it to
-        its leader; with no known leader it fails at once (ok=False). `request_id` is the
-        caller's, unique among this node's outstanding reads.
+        its leader (every read asked before the next `ready()` in one ReadIndexRequest: one index
+        serves them all, as etcd's linearizable read loop does); with no known leader it fails at
+        once (ok=False). `request_id` is the caller's, unique among this node's outstanding reads.
         """
         self._enter(now_ms)
         if self.role is Role.LEADER:
             self._leader_read(self.id, request_id)
-        elif self.leader_id != NO_NODE and len(self._forwarded_reads) < MAX_PENDING_READS:
+        elif self.leader_id != NO_NODE and self._forwarded_read_count < MAX_PENDING_READS:
             # Forward (thesis §6.4); remembered so a leader change fails it at once.
-            self._forwarded_reads[request_id] = self.leader_id
-            self._msgs.append(ReadIndexRequest(self.id, self.leader_id, self.term, request_id))
+            self._reads_to_forward.append(request_id)
+            self._forwarded_read_count += 1
         else:
             self._read_states.append(ReadState(request_id, 0, False))
 
@@ -387,6 +393,8 @@ class RaftCore(LeaderMixin):
                 self._broadcast_heartbeat(read_round=True)
             if self._flush_needed:
                 self._flush_appends()
+        elif self._reads_to_forward:
+            self._send_forwarded_reads()
         rd = Ready()
         has = False
         soft = self._prev_soft
@@ -480,9 +488,23 @@ class RaftCore(LeaderMixin):
     def _fail_forwarded_reads(self) -> None:
         """The leader we forwarded reads to is gone: answer them now (not ok) so callers retry
         instead of waiting for their timeout."""
-        for request_id in self._forwarded_reads:
-            self._read_states.append(ReadState(request_id, 0, False))
+        for _, request_ids in self._forwarded_reads.values():
+            self._read_states.extend(ReadState(rid, 0, False) for rid in request_ids)
+        self._read_states.extend(ReadState(rid, 0, False) for rid in self._reads_to_forward)
         self._forwarded_reads.clear()
+        self._reads_to_forward = []
+        self._forwarded_read_count = 0
+
+    def _send_forwarded_reads(self) -> None:
+        """The reads asked since the last Ready, as one ReadIndexRequest to the leader."""
+        if self.role is not Role.FOLLOWER or self.leader_id == NO_NODE:
+            self._fail_forwarded_reads()  # not reached: a leader change fails them first
+            return
+        ctx = self._next_read_ctx
+        self._next_read_ctx += 1
+        self._forwarded_reads[ctx] = (self.leader_id, self._reads_to_forward)
+        self._reads_to_forward = []
+        self._msgs.append(ReadIndexRequest(self.id, self.leader_id, self.term, ctx))
 
     def _become_follower(self, term: int, leader_id: int, *, keep_election_timer: bool = False) -> None:
         """Step down to follower at `term`. `keep_election_timer`: the step-down comes from a vote
@@ -490,7 +512,7 @@ class RaftCore(LeaderMixin):
         hearing the leader or granting a vote). Without pre-vote, resetting it on every higher-term
         request lets a candidate with a stale log, retrying forever, keep the only electable node
         from ever timing out (a livelock the simulator found, seed 7980 with pre_vote off)."""
-        if self._forwarded_reads and leader_id != self.leader_id:
+        if self._forwarded_read_count and leader_id != self.leader_id:
             self._fail_forwarded_reads()
         was_leader = self.role is Role.LEADER
         if term != self.term:
@@ -707,7 +729,7 @@ class RaftCore(LeaderMixin):
     # ------------------------------------------------------------------ follower
 
     def _heard_from_leader(self, leader_id: int) -> None:
-        if self._forwarded_reads and leader_id != self.leader_id:
+        if self._forwarded_read_count and leader_id != self.leader_id:
             self._fail_forwarded_reads()
         self.leader_id = leader_id
         self._leader_contact_ms = self._now_ms
@@ -735,8 +757,11 @@ class RaftCore(LeaderMixin):
                 logger.info("node=%d campaigning on TimeoutNow term=%d", self.id, self.term)
                 self._campaign(transfer=True)
         elif isinstance(msg, ReadIndexResponse):
-            if self._forwarded_reads.pop(msg.request_id, None) is not None:
-                self._read_states.append(ReadState(msg.request_id, msg.index, msg.ok))
+            forwarded = self._forwarded_reads.pop(msg.request_id, None)
+            if forwarded is not None:
+                _, request_ids = forwarded
+                self._forwarded_read_count -= len(request_ids)
+                self._read_states.extend(ReadState(rid, msg.index, msg.ok) for rid in request_ids)
         elif isinstance(msg, ReadIndexRequest):
             self._msgs.append(ReadIndexResponse(self.id, msg.from_id, self.term, msg.request_id, 0, False))
 

@@ -345,9 +345,11 @@ class Env:
         self._drain(node_id)
 
     def cmd_read(self, args: list[str]) -> None:
-        """read ID REQUEST_ID — a linearizable read (ReadIndex) at node ID."""
-        node_id, rid = int(args[0]), int(args[1])
-        self._core(node_id).read_index(rid, self.now_ms)
+        """read ID REQUEST_ID... — linearizable reads (ReadIndex) at node ID, asked together (before
+        one Ready)."""
+        node_id = int(args[0])
+        for rid in args[1:]:
+            self._core(node_id).read_index(int(rid), self.now_ms)
         self._drain(node_id)
         self._print_queue_tail()
 

@@ -547,14 +547,18 @@ def test_forwarded_read_fails_at_once_when_the_leader_changes() -> None:
     net.elect(1)
     follower = net.cores[2]
     follower.read_index(5, 0)
+    follower.read_index(6, 0)
     rd = follower.ready()
-    assert rd is not None and isinstance(rd.messages[0], ReadIndexRequest)
+    assert rd is not None and [type(m) for m in rd.messages] == [ReadIndexRequest]  # one for both
+    ctx = rd.messages[0].request_id
     follower.advance(rd)
+    follower.read_index(7, 0)  # asked, not sent yet
     follower.step(Heartbeat(3, 2, 2, 0), 0)  # a new leader (3) at term 2
     rd = follower.ready()
-    assert rd is not None and [(r.request_id, r.ok) for r in rd.read_states] == [(5, False)]
+    assert rd is not None and sorted((r.request_id, r.ok) for r in rd.read_states) == [(5, False), (6, False), (7, False)]
+    assert not [m for m in rd.messages if isinstance(m, ReadIndexRequest)]
     follower.advance(rd)
-    follower.step(ReadIndexResponse(1, 2, 2, 5, 9, True), 0)  # a late answer is ignored
+    follower.step(ReadIndexResponse(1, 2, 2, ctx, 9, True), 0)  # a late answer is ignored
     rd = follower.ready()
     assert rd is None or not rd.read_states
 
