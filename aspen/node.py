@@ -141,6 +141,7 @@ class Node:
 
     def _on_worker_message(self, message: wm.FromWorker) -> None:
         if isinstance(message, wm.RaftSendBatch):
+            self.writes.before_worker_sends(message)
             self._send_raft(message)
         elif isinstance(message, wm.StateUpdate):
             self.cluster_view.apply(message)

@@ -7,7 +7,12 @@ to forward cost two ring crossings and two worker wake-ups per batch, and on a b
 each process hop is a scheduling delay (perf/kv_bench.py, c=16).
 
 Writes arriving in one event-loop turn go to one leader as one message (bounded by
-MAX_FORWARDED_WRITES / FORWARDED_WRITES_TARGET_SIZE). A write with no answer within its
+MAX_FORWARDED_WRITES / FORWARDED_WRITES_TARGET_SIZE). While our worker owes that leader an
+answer to an AppendEntries (it is persisting the entries), the writes wait, at most
+MAX_FORWARD_HOLD_MS, and go with that AppendEntriesResponse, in the same frame and datagram: the
+leader holds its next append to us until that response (aspen.raft.leader, hold_partial_appends),
+so writes sent with it are proposed in time for that very append. At c=16 one message per write
+was the forwarding's cost (a datagram each way per write, perf/kv_bench.py). A write with no answer within its
 deadline (at most FORWARDED_WRITE_TIMEOUT_MS) is answered 504: it may or may not have been applied (the leader
 died, or the connection dropped the message or its answer), so it is not retried for the client.
 Answers are matched by request id *and* by the node that was asked, so a stray or forged
@@ -46,8 +51,14 @@ logger = logging.getLogger(__name__)
 # than a bare timeout; far above a commit round trip.
 FORWARDED_WRITE_TIMEOUT_MS = 8_000
 
-# ForwardedResults is an array-like tagged Struct: a one-byte array header, then its tag.
+# Longest a forwarded write waits for our worker's next AppendEntriesResponse to that leader
+# (normally one fsync away: ~0.5 ms on this box, a few ms under load). guess: revisit.
+MAX_FORWARD_HOLD_MS = 5
+
+# Raft messages are array-like tagged Structs: a one-byte array header, then the tag.
 _RESULTS_TAG = msgspec.msgpack.encode("fwd_resp")
+_APPEND_TAG = msgspec.msgpack.encode("app")
+_APPEND_RESPONSE_TAG = msgspec.msgpack.encode("app_resp")
 
 
 @dataclass
@@ -84,6 +95,10 @@ class WriteForwarder:
         self._next_id = 1
         self._pending: dict[int, _Pending] = {}
         self._outbox: dict[int, list[ForwardedWrite]] = {}
+        self._held_since: dict[int, float] = {}  # leader -> when its oldest held write arrived
+        self._append_owed: dict[int, float] = {}  # leader -> when it sent the append we owe an answer
+        self._hold_timer: asyncio.TimerHandle | None = None
+        self._hold_at = 0.0  # when `_hold_timer` fires (monotonic)
         self._flush_scheduled = False
         self._expiry: asyncio.TimerHandle | None = None
         self._expiry_at = 0.0  # when `_expiry` fires (monotonic)
@@ -114,16 +129,56 @@ class WriteForwarder:
             self._pending.pop(rid, None)
 
     def _flush(self) -> None:
+        """End of the loop turn: send what waits, except to a leader whose append our worker is
+        still answering (those go with the answer, or after MAX_FORWARD_HOLD_MS)."""
         self._flush_scheduled = False
-        outbox, self._outbox = self._outbox, {}
+        now = time.monotonic()
+        hold_s = MAX_FORWARD_HOLD_MS / 1000
+        due: list[int] = []
+        next_due: float | None = None
+        for leader_id in self._outbox:
+            since = self._held_since.setdefault(leader_id, now)
+            owed = self._append_owed.get(leader_id)
+            if owed is None or now - owed >= hold_s or now - since >= hold_s:
+                due.append(leader_id)
+            else:
+                until = min(owed, since) + hold_s
+                next_due = until if next_due is None else min(next_due, until)
+        self._send_to(due)
+        if next_due is not None and (self._hold_timer is None or next_due < self._hold_at):
+            if self._hold_timer is not None:
+                self._hold_timer.cancel()
+            self._hold_at = next_due
+            self._hold_timer = asyncio.get_running_loop().call_later(max(0.0, next_due - now), self._on_hold_timer)
+
+    def _on_hold_timer(self) -> None:
+        self._hold_timer = None
+        self._flush()
+
+    def _send_to(self, leaders: list[int]) -> None:
+        if not leaders:
+            return
         term = self._term()
         sends: list[wm.RaftSend] = []
-        for leader_id, writes in outbox.items():
-            for chunk in chunk_writes(writes):
+        for leader_id in leaders:
+            writes = self._outbox.pop(leader_id, None)
+            self._held_since.pop(leader_id, None)
+            for chunk in chunk_writes(writes or []):
                 payload = encode_message(ForwardedWrites(self._node_id, leader_id, term, chunk))
                 sends.append(wm.RaftSend(leader_id, payload, len(payload) >= wm.LARGE_MESSAGE_SIZE))
         for start in range(0, len(sends), wm.MAX_RAFT_BATCH_MESSAGES):
             self._send(wm.RaftSendBatch(sends[start:start + wm.MAX_RAFT_BATCH_MESSAGES]))
+
+    def before_worker_sends(self, batch: wm.RaftSendBatch) -> None:
+        """Our worker's outbound messages are about to go: held writes to a leader ride with our
+        AppendEntriesResponse to it (sent first, so the leader proposes them before it sends us
+        its next append)."""
+        answered: list[int] = []
+        for message in batch.messages:
+            if message.payload.startswith(_APPEND_RESPONSE_TAG, 1):
+                if self._append_owed.pop(message.to_node, None) is not None and message.to_node in self._outbox:
+                    answered.append(message.to_node)
+        self._send_to(answered)
 
     def _expire(self) -> None:
         """Answer 504 every write past its deadline; re-arm for the earliest remaining one."""
@@ -153,14 +208,19 @@ class WriteForwarder:
 
     def take_results(self, messages: list[wm.ToWorker]) -> list[wm.ToWorker]:
         """Answer our forwarded writes from `messages` (what raft-rpc delivers); the rest, in
-        order, for the worker."""
+        order, for the worker. Notes the appends the worker will answer (see `_flush`)."""
         rest: list[wm.ToWorker] | None = None
         for i, message in enumerate(messages):
-            if isinstance(message, wm.RaftReceive) and message.payload.startswith(_RESULTS_TAG, 1):
-                if rest is None:
-                    rest = list(messages[:i])
-                self._answer(message.from_node, message.payload)
-            elif rest is not None:
+            if isinstance(message, wm.RaftReceive):
+                payload = message.payload
+                if payload.startswith(_RESULTS_TAG, 1):
+                    if rest is None:
+                        rest = list(messages[:i])
+                    self._answer(message.from_node, payload)
+                    continue
+                if payload.startswith(_APPEND_TAG, 1):
+                    self._append_owed.setdefault(message.from_node, time.monotonic())
+            if rest is not None:
                 rest.append(message)
         return messages if rest is None else rest
 
@@ -193,6 +253,11 @@ class WriteForwarder:
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        self._outbox.clear()
+        self._held_since.clear()
         for rid, pending in self._pending.items():
             if not pending.future.done():
                 pending.future.set_result(wm.ErrorReply(rid, "node stopping; the write may or may not "
@@ -200,4 +265,4 @@ class WriteForwarder:
         self._pending.clear()
 
 
-__all__ = ["WriteForwarder", "FORWARDED_WRITE_TIMEOUT_MS", "chunk_writes"]
+__all__ = ["WriteForwarder", "FORWARDED_WRITE_TIMEOUT_MS", "MAX_FORWARD_HOLD_MS", "chunk_writes"]

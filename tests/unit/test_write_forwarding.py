@@ -9,6 +9,7 @@ from aspen.raft import kv
 from aspen.raft.messages import (
     MAX_FORWARDED_WRITES,
     STATUS_NOT_LEADER,
+    AppendEntries,
     AppendEntriesResponse,
     ForwardedResult,
     ForwardedResults,
@@ -17,7 +18,7 @@ from aspen.raft.messages import (
     decode_message,
     encode_message,
 )
-from aspen.write_forwarding import WriteForwarder, chunk_writes
+from aspen.write_forwarding import MAX_FORWARD_HOLD_MS, WriteForwarder, chunk_writes
 
 ME, LEADER, OTHER = 2, 1, 3
 
@@ -126,3 +127,50 @@ def test_large_batches_are_split_by_count_and_bytes() -> None:
     big = [ForwardedWrite(i, b"x" * (600 * 1024)) for i in range(3)]
     assert [len(c) for c in chunk_writes(big)] == [1, 1, 1]  # 1 MiB target: one 600 KiB write each
     assert chunk_writes([]) == []
+
+
+def test_writes_wait_for_our_append_response_to_the_leader_and_go_in_front_of_it() -> None:
+    asyncio.run(_writes_wait_for_our_append_response())
+
+
+async def _writes_wait_for_our_append_response() -> None:
+    h = Harness()
+    append = wm.RaftReceive(LEADER, encode_message(AppendEntries(LEADER, ME, 7, 4, 7, [], 4)))
+    assert h.fwd.take_results([append]) == [append]  # for the worker, which now owes an answer
+    task = asyncio.create_task(h.fwd.forward(LEADER, command("a")))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert h.sent == []  # held: our answer to the leader's append is being persisted
+    response = wm.RaftSendBatch([wm.RaftSend(LEADER, encode_message(AppendEntriesResponse(ME, LEADER, 7, 4)))])
+    h.fwd.before_worker_sends(response)
+    (to, msg), = h.forwarded()  # sent now, ahead of the response (same loop turn, same frame)
+    assert to == LEADER and [kv.decode_command(w.command) for w in msg.writes] == [kv.Set("a", "v")]
+    h.answer(LEADER, [ForwardedResult(msg.writes[0].request_id, 200, kv.encode_result(kv.WriteResult()))])
+    assert isinstance(await task, wm.WriteDone)
+    # No append owed any more: the next write goes at the end of its loop turn.
+    task = asyncio.create_task(h.fwd.forward(LEADER, command("b")))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert len(h.forwarded()) == 2
+    task.cancel()
+
+
+def test_a_held_write_goes_after_max_forward_hold_ms_if_no_response_comes() -> None:
+    asyncio.run(_a_held_write_goes_anyway())
+
+
+async def _a_held_write_goes_anyway() -> None:
+    h = Harness()
+    append = wm.RaftReceive(LEADER, encode_message(AppendEntries(LEADER, ME, 7, 4, 7, [], 4)))
+    h.fwd.take_results([append])
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    task = asyncio.create_task(h.fwd.forward(LEADER, command("a")))
+    for _ in range(200):  # bounded: 200 x 1 ms
+        if h.sent:
+            break
+        await asyncio.sleep(0.001)
+    waited_ms = (loop.time() - started) * 1000
+    assert len(h.forwarded()) == 1
+    assert MAX_FORWARD_HOLD_MS * 0.8 <= waited_ms < MAX_FORWARD_HOLD_MS + 100, waited_ms
+    task.cancel()
