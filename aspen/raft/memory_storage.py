@@ -17,7 +17,6 @@ first entry (the snapshot or compaction point), as in etcd's MemoryStorage.
 from __future__ import annotations
 
 from aspen.raft.types import (
-    ENTRY_OVERHEAD_BYTES,
     Entry,
     EntryKind,
     HardState,
@@ -26,6 +25,7 @@ from aspen.raft.types import (
     Membership,
     Snapshot,
     SnapshotMeta,
+    limit_entries_size,
 )
 
 
@@ -74,13 +74,7 @@ class MemoryStorage:
             raise LogCompacted(f"index {lo} compacted (first {offset + 1})")
         if hi > offset + len(ents):
             raise LogUnavailable(f"index {hi - 1} > last {offset + len(ents) - 1}")
-        out = ents[lo - offset : hi - offset]
-        total = 0
-        for i, e in enumerate(out):
-            total += len(e.data) + ENTRY_OVERHEAD_BYTES
-            if total > max_size_bytes:
-                return out[: max(i, 1)]
-        return out
+        return limit_entries_size(ents[lo - offset : hi - offset], max_size_bytes)
 
     def snapshot(self) -> Snapshot:
         return self._snapshot

@@ -13,7 +13,7 @@ Rules (etcd `log.go` + `log_unstable.go`):
 from __future__ import annotations
 
 from aspen.errors import AspenError
-from aspen.raft.types import ENTRY_OVERHEAD_BYTES, Entry, RaftStorage, Snapshot, entry_size_bytes
+from aspen.raft.types import Entry, RaftStorage, Snapshot, entry_size_bytes, limit_entries_size
 
 
 class RaftSafetyError(AspenError):
@@ -104,10 +104,10 @@ class RaftLog:
             lo = off
         tail = self._unstable[lo - off : hi - off]
         if not out:
-            return _limit_size(tail, max_size_bytes)
+            return limit_entries_size(tail, max_size_bytes)
         if max_size_bytes <= 0:
             return out
-        return out + _limit_size(tail, max_size_bytes, at_least_one=False)
+        return out + limit_entries_size(tail, max_size_bytes, at_least_one=False)
 
     def unstable_entries(self) -> list[Entry]:
         return self._unstable
@@ -215,15 +215,6 @@ class RaftLog:
 
     def stable_snapshot(self) -> None:
         self._snapshot = None
-
-
-def _limit_size(entries: list[Entry], max_size_bytes: int, *, at_least_one: bool = True) -> list[Entry]:
-    total = 0
-    for i, e in enumerate(entries):
-        total += len(e.data) + ENTRY_OVERHEAD_BYTES
-        if total > max_size_bytes:
-            return entries[: max(i, 1 if at_least_one else 0)]
-    return entries
 
 
 __all__ = ["RaftLog", "RaftSafetyError"]

@@ -64,6 +64,17 @@ def entry_size_bytes(entry: Entry) -> int:
     return len(entry.data) + ENTRY_OVERHEAD_BYTES
 
 
+def limit_entries_size(entries: list[Entry], max_size_bytes: int, *, at_least_one: bool = True) -> list[Entry]:
+    """The longest prefix of `entries` within `max_size_bytes` (entry_size_bytes each); with
+    `at_least_one`, the first entry even if it alone is larger (progress over any limit)."""
+    total = 0
+    for i, e in enumerate(entries):
+        total += len(e.data) + ENTRY_OVERHEAD_BYTES
+        if total > max_size_bytes:
+            return entries[: max(i, 1 if at_least_one else 0)]
+    return entries
+
+
 class HardState(msgspec.Struct, frozen=True, array_like=True):
     """The state Raft must persist before answering (Raft Fig. 2: currentTerm, votedFor) + commit.
 
@@ -216,6 +227,7 @@ __all__ = [
     "EntryKind",
     "Entry",
     "entry_size_bytes",
+    "limit_entries_size",
     "HardState",
     "Membership",
     "encode_membership",
