@@ -20,7 +20,7 @@ What the subclass changes, and why:
   wrong length and then parses stream data as frames ("Unknown frame type"). That is why raw
   aioquic breaks with datagrams above ~16-24 KB. `_write_stream_frame` uses a 4-byte length when
   the frame may exceed 16383 bytes, and takes one copy of the data from the send buffer where
-  aioquic's `get_frame` takes two (`_take_stream_frame`).
+  aioquic's `get_frame` takes two (`fast_path.next_stream_frame`).
 * Path MTU probing (DPLPMTUD, RFC 8899 / RFC 9000 §14.3): after the handshake is confirmed the
   connection sends PING probes padded to candidate sizes between the configured datagram size
   and `pmtu_ceiling_bytes` (from the route MTU, given by the adapter); each acknowledged probe
@@ -35,6 +35,12 @@ What the subclass changes, and why:
 * ACKs (RFC 9000 §13.2): after the handshake, ACKs wait up to ACK_DELAY_S for a packet to ride
   on (the next request or reply) instead of aioquic's 1 ms, and go out at once after
   ACK_ELICITING_THRESHOLD ack-eliciting packets.
+* Per-datagram CPU (`fast_path`): once the handshake is confirmed, datagrams that carry only
+  ACK and STREAM frames are built and parsed by a fast path that does what aioquic's general
+  code does for them, with the 1-RTT packet space and keys cached in attributes (aioquic looks
+  them up in Epoch-keyed dicts, a Python-level Enum.__hash__ each time). Anything else takes
+  aioquic's general path. Received frames other than STREAM/ACK/PADDING/PING go to aioquic's
+  own handlers.
 """
 
 from __future__ import annotations
@@ -50,18 +56,32 @@ from aioquic.quic.connection import (
     NetworkAddress,
     QuicConnectionError,
     QuicConnection,
+    QuicConnectionId,
     QuicConnectionState,
     QuicReceiveContext,
 )
-from aioquic.quic.packet import QuicFrameType
+from aioquic.quic.crypto import CryptoPair
+from aioquic.quic.packet import (
+    NON_ACK_ELICITING_FRAME_TYPES,
+    PROBING_FRAME_TYPES,
+    QuicFrameType,
+    pull_ack_frame,
+)
 from aioquic.quic import connection as _aioquic_connection
 from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.buffer import UINT_VAR_MAX, Buffer, BufferReadError  # type: ignore[attr-defined]
 from aioquic.quic.packet import QuicErrorCode, QuicStreamFrame
-from aioquic.quic.stream import FinalSizeError, QuicStream, QuicStreamSender
+from aioquic.quic.stream import FinalSizeError, QuicStream, StreamFinishedError
 
 from aspen.identity import EndpointId
+from aspen.quic.fast_path import (
+    next_stream_frame,
+    next_timer,
+    push_stream_frame,
+    receive_short_header,
+    send_application,
+)
 from aspen.quic.packet_crypto import AspenPacketBuilder, aspen_packet_builder, use_zero_copy_crypto
 from aspen.quic.tls_identity import IdentityTlsContext, install_identity_checks
 
@@ -69,10 +89,11 @@ from aspen.quic.tls_identity import IdentityTlsContext, install_identity_checks
 # (§10.3: "no smaller than 21 bytes": 1 header byte + 4 unpredictable bytes + 16 token bytes).
 STATELESS_RESET_TOKEN_SIZE = 16
 MIN_STATELESS_RESET_SIZE = 21
+# RFC 9000 §19.8: STREAM frame types are 0x08..0x0f (OFF 0x04, LEN 0x02, FIN 0x01 bits).
+_STREAM_FIRST = QuicFrameType.STREAM_BASE
+_STREAM_LAST = QuicFrameType.STREAM_BASE | 0x07
 # aioquic's own default (QuicConnection sets 128 for both stream directions); quinn uses 100.
 MAX_CONCURRENT_STREAMS = 128
-# RFC 9000 §16: the largest value a 2-byte varint holds; aioquic's STREAM length field size.
-MAX_2_BYTE_VARINT = 16383
 # The largest UDP payload we ever probe: IPv4's 65535 - 20 (IP) - 8 (UDP) = 65507, rounded
 # down so an IPv6 path (65535 - 40 - 8 = 65487) fits too.
 MAX_PROBED_DATAGRAM_SIZE = 65_000
@@ -153,6 +174,17 @@ class AspenQuicConnection(QuicConnection):
         self._stream_window = configuration.max_stream_data
         self._aspen_plain: bytes | None = None  # the payload being parsed (_payload_received)
         self._ack_with_data = False  # the application queued data: a pending ACK rides on it
+        # fast_path: 1-RTT objects aioquic keeps in Epoch-keyed dicts, set once the handshake is
+        # confirmed (the objects never change after that; a key update changes their contents).
+        self._aspen_space: QuicPacketSpace | None = None
+        self._aspen_pair: CryptoPair | None = None
+        self._aspen_crypto_stream: QuicStream | None = None
+        self._aspen_zero_rtt_gone = False  # a server's 0-RTT receive key is torn down
+        self._aspen_early_spaces_gone = False  # the Initial and Handshake spaces are discarded
+        self._aspen_cids_sent = False  # every connection id of ours went out in NEW_CONNECTION_ID
+        self._aspen_buffer = Buffer(capacity=1)  # fast_path's packet buffer (_aspen_send_buffer)
+        # Set to False to always take aioquic's general paths (tests compare the two).
+        self.use_fast_path = True
 
     # aioquic hooks --------------------------------------------------------------------------
 
@@ -163,49 +195,32 @@ class AspenQuicConnection(QuicConnection):
         install_identity_checks(self.tls, expected_peer_id=self._aspen_expected_peer_id)
 
     def _replenish_connection_ids(self) -> None:
+        self._aspen_cids_sent = False
         super()._replenish_connection_ids()
         for cid in self._host_cids:
             if not cid.was_sent and cid.stateless_reset_token is not None:
                 cid.stateless_reset_token = stateless_reset_token(self._aspen_reset_key, cid.cid)
 
+    def _on_new_connection_id_delivery(self, delivery: QuicDeliveryState, connection_id: QuicConnectionId) -> None:
+        if delivery != QuicDeliveryState.ACKED:
+            self._aspen_cids_sent = False  # aioquic sends it again (was_sent = False)
+        super()._on_new_connection_id_delivery(delivery, connection_id)
+
     def _write_stream_frame(self, builder: QuicPacketBuilder, space: QuicPacketSpace,
                             stream: QuicStream, max_offset: int) -> int:
-        # aioquic's _write_stream_frame with two changes (module docstring): a 4-byte length
-        # when the packet has room for more than 16383 bytes, and one copy of the data, not two.
-        stream_id = stream.stream_id
-        assert stream_id is not None  # only the crypto streams have none
-        long_length = builder.remaining_flight_space > MAX_2_BYTE_VARINT
-        next_offset = stream.sender.next_offset
-        frame_overhead = (5 if long_length else 3) + _size_uint_var(stream_id) + (
-            _size_uint_var(next_offset) if next_offset else 0)
+        # aioquic's _write_stream_frame with Aspen's changes (fast_path.next_stream_frame).
         sender = stream.sender
         previous_send_highest = sender.highest_offset
-        max_size = builder.remaining_flight_space - frame_overhead
-        if not len(sender._pending):  # a FIN alone, or nothing: aioquic's get_frame copies nothing
-            frame = sender.get_frame(max_size, max_offset)
-        else:
-            frame = _take_stream_frame(sender, max_size, max_offset)
-        if frame is None:
+        parts = next_stream_frame(stream, builder.remaining_flight_space, max_offset)
+        if parts is None:
             return 0
-        frame_type = QuicFrameType.STREAM_BASE | 2  # with a length field
-        if frame.offset:
-            frame_type |= 4
-        if frame.fin:
-            frame_type |= 1
-        buf = builder.start_frame(frame_type, capacity=frame_overhead,
-                                  handler=sender.on_data_delivery,
+        frame_type, frame_overhead, frame, long_length = parts
+        buf = builder.start_frame(frame_type, capacity=frame_overhead, handler=sender.on_data_delivery,
                                   handler_args=(frame.offset, frame.offset + len(frame.data), frame.fin))
-        buf.push_uint_var(stream_id)
-        if frame.offset:
-            buf.push_uint_var(frame.offset)
-        if long_length:
-            buf.push_uint32(len(frame.data) | 0x80000000)  # RFC 9000 §16: 4-byte varint
-        else:
-            buf.push_uint16(len(frame.data) | 0x4000)  # 2-byte varint
-        buf.push_bytes(frame.data)
+        push_stream_frame(buf, stream.stream_id, frame, long_length)  # type: ignore[arg-type]
         if self._quic_logger is not None and builder.quic_logger_frames is not None:
             builder.quic_logger_frames.append(
-                self._quic_logger.encode_stream_frame(frame, stream_id=stream_id))
+                self._quic_logger.encode_stream_frame(frame, stream_id=stream.stream_id))  # type: ignore[arg-type]
         return sender.highest_offset - previous_send_highest
 
     # receive flow control -----------------------------------------------------------------------
@@ -261,7 +276,7 @@ class AspenQuicConnection(QuicConnection):
         if plain is None:  # pragma: no cover - only _payload_received parses frames
             super()._handle_stream_frame(context, frame_type, buf)
             return
-        stream_id = buf.pull_uint_var()
+        stream_id: int = buf.pull_uint_var()
         offset = buf.pull_uint_var() if frame_type & 4 else 0
         length = buf.pull_uint_var() if frame_type & 2 else buf.capacity - buf.tell()
         if offset + length > UINT_VAR_MAX:
@@ -277,8 +292,14 @@ class AspenQuicConnection(QuicConnection):
         if self._quic_logger is not None:
             context.quic_logger_frames.append(  # type: ignore[union-attr]
                 self._quic_logger.encode_stream_frame(frame, stream_id=stream_id))
-        self._assert_stream_can_receive(frame_type, stream_id)
-        stream = self._get_or_create_stream(frame_type, stream_id)
+        # _assert_stream_can_receive, inlined: a unidirectional stream we opened is send-only
+        # (RFC 9000 §2.1: bit 0x01 = server-initiated, 0x02 = unidirectional).
+        if stream_id & 2 and (not stream_id & 1) == self._is_client:
+            raise QuicConnectionError(error_code=QuicErrorCode.STREAM_STATE_ERROR,
+                                      frame_type=frame_type, reason_phrase="Stream is send-only")
+        stream = self._streams.get(stream_id)  # an open stream: what _get_or_create_stream returns
+        if stream is None:
+            stream = self._get_or_create_stream(frame_type, stream_id)
         if offset + length > stream.max_stream_data_local:
             raise QuicConnectionError(error_code=QuicErrorCode.FLOW_CONTROL_ERROR,
                                       frame_type=frame_type, reason_phrase="Over stream data limit")
@@ -301,20 +322,86 @@ class AspenQuicConnection(QuicConnection):
         super()._confirm_handshake()
         # Handshake flights keep aioquic's 1 ms; application data gets the longer delay.
         self._ack_delay = ACK_DELAY_S
+        self._aspen_space = self._spaces[tls.Epoch.ONE_RTT]
+        self._aspen_pair = self._cryptos[tls.Epoch.ONE_RTT]
+        self._aspen_crypto_stream = self._crypto_streams[tls.Epoch.ONE_RTT]
 
     def _payload_received(self, context: QuicReceiveContext, plain: bytes,
                           crypto_frame_required: bool = False) -> tuple[bool, bool]:
         self._aspen_plain = plain  # _handle_stream_frame takes views of it
+        is_one_rtt = context.epoch is tls.Epoch.ONE_RTT
         try:
-            is_ack_eliciting, is_probing = super()._payload_received(context, plain, crypto_frame_required)
+            if is_one_rtt and not crypto_frame_required and self.use_fast_path and self._quic_logger is None:
+                is_ack_eliciting, is_probing = self._one_rtt_payload_received(context, plain)
+            else:
+                is_ack_eliciting, is_probing = super()._payload_received(context, plain, crypto_frame_required)
         finally:
             self._aspen_plain = None
-        if is_ack_eliciting and context.epoch == tls.Epoch.ONE_RTT:
+        if is_ack_eliciting and is_one_rtt:
             self._unacked_eliciting += 1
             if self._unacked_eliciting >= ACK_ELICITING_THRESHOLD:
                 # receive_datagram keeps an ack_at that is already set
-                self._spaces[tls.Epoch.ONE_RTT].ack_at = context.time
+                (self._aspen_space or self._spaces[tls.Epoch.ONE_RTT]).ack_at = context.time
         return is_ack_eliciting, is_probing
+
+    def _one_rtt_payload_received(self, context: QuicReceiveContext, plain: bytes) -> tuple[bool, bool]:
+        # aioquic's _payload_received for a 1-RTT packet (every frame type is allowed in
+        # 1-RTT) with STREAM, ACK and PING handled inline; other frames go to aioquic's own
+        # handler table, with its checks and errors.
+        buf = Buffer(data=plain)
+        handlers = self._QuicConnection__frame_handlers  # type: ignore[attr-defined]
+        frame_found = is_ack_eliciting = False
+        is_probing: bool | None = None
+        while not buf.eof():
+            try:
+                frame_type: int = buf.pull_uint_var()
+            except BufferReadError:
+                raise QuicConnectionError(error_code=QuicErrorCode.FRAME_ENCODING_ERROR, frame_type=None,  # type: ignore[arg-type]
+                                          reason_phrase="Malformed frame type") from None
+            try:
+                if _STREAM_FIRST <= frame_type <= _STREAM_LAST:
+                    self._handle_stream_frame(context, frame_type, buf)
+                elif frame_type == QuicFrameType.ACK:
+                    self._handle_one_rtt_ack_frame(context, frame_type, buf)
+                elif frame_type != QuicFrameType.PING:  # a PING only elicits an ACK
+                    try:
+                        handler, epochs = handlers[frame_type]
+                    except KeyError:
+                        raise QuicConnectionError(error_code=QuicErrorCode.FRAME_ENCODING_ERROR,
+                                                  frame_type=frame_type, reason_phrase="Unknown frame type") from None
+                    if tls.Epoch.ONE_RTT not in epochs:
+                        raise QuicConnectionError(error_code=QuicErrorCode.PROTOCOL_VIOLATION,
+                                                  frame_type=frame_type, reason_phrase="Unexpected frame type")
+                    handler(context, frame_type, buf)
+            except BufferReadError:
+                raise QuicConnectionError(error_code=QuicErrorCode.FRAME_ENCODING_ERROR, frame_type=frame_type,
+                                          reason_phrase="Failed to parse frame") from None
+            except StreamFinishedError:
+                pass  # we lack the state for the stream, ignore the frame
+            frame_found = True
+            if frame_type not in NON_ACK_ELICITING_FRAME_TYPES:
+                is_ack_eliciting = True
+            if frame_type not in PROBING_FRAME_TYPES:
+                is_probing = False
+            elif is_probing is None:
+                is_probing = True
+        if not frame_found:
+            raise QuicConnectionError(error_code=QuicErrorCode.PROTOCOL_VIOLATION,
+                                      frame_type=QuicFrameType.PADDING, reason_phrase="Packet contains no frames")
+        return is_ack_eliciting, bool(is_probing)
+
+    def _handle_one_rtt_ack_frame(self, context: QuicReceiveContext, frame_type: int, buf: Buffer) -> None:
+        # aioquic's _handle_ack_frame for an ACK (not ACK_ECN) in a 1-RTT packet, no qlog.
+        try:
+            ack_rangeset, ack_delay_encoded = pull_ack_frame(buf)
+        except ValueError as exc:  # RFC 9000 §19.3.1: a negative packet number
+            raise QuicConnectionError(error_code=QuicErrorCode.FRAME_ENCODING_ERROR, frame_type=frame_type,
+                                      reason_phrase=str(exc)) from None
+        loss = self._loss
+        loss.peer_completed_address_validation = True
+        loss.on_ack_received(ack_rangeset=ack_rangeset,
+                             ack_delay=(ack_delay_encoded << self._remote_ack_delay_exponent) / 1000000,
+                             now=context.time, space=self._aspen_space or self._spaces[tls.Epoch.ONE_RTT])
 
     def ack_with_next_packet(self) -> None:
         """The application queued data: the next `datagrams_to_send` carries any pending ACK in
@@ -325,7 +412,7 @@ class AspenQuicConnection(QuicConnection):
 
     def _write_ack_frame(self, builder: QuicPacketBuilder, space: QuicPacketSpace, now: float) -> None:
         super()._write_ack_frame(builder, space, now)
-        if space is self._spaces.get(tls.Epoch.ONE_RTT):
+        if space.is_application_data:  # the 1-RTT space
             self._unacked_eliciting = 0
 
     # path MTU probing ---------------------------------------------------------------------------
@@ -345,21 +432,42 @@ class AspenQuicConnection(QuicConnection):
         (packet_crypto.AspenPacketBuilder); sockets take either."""
         if self._ack_with_data:
             self._ack_with_data = False
-            space = self._spaces.get(tls.Epoch.ONE_RTT)
-            if self._handshake_confirmed and space is not None and space.ack_at is not None and space.ack_at > now:
+            space = self._aspen_space  # set once the handshake is confirmed
+            if space is not None and space.ack_at is not None and space.ack_at > now:
                 space.ack_at = now
-        # packet_crypto.aspen_packet_builder, inlined (this runs for every send)
-        setattr(_aioquic_connection, "QuicPacketBuilder", AspenPacketBuilder)
-        try:
-            datagrams = super().datagrams_to_send(now)
-        finally:
-            setattr(_aioquic_connection, "QuicPacketBuilder", QuicPacketBuilder)
+        datagrams = send_application(self, now) if self.use_fast_path else None
+        if datagrams is None:
+            # packet_crypto.aspen_packet_builder, inlined (this runs for every general send)
+            setattr(_aioquic_connection, "QuicPacketBuilder", AspenPacketBuilder)
+            try:
+                datagrams = super().datagrams_to_send(now)
+            finally:
+                setattr(_aioquic_connection, "QuicPacketBuilder", QuicPacketBuilder)
         if self._pmtu_probe_uid is not None and now - self._pmtu_probe_sent_at > PMTU_PROBE_TIMEOUT_S:
             self._pmtu_probe_failed()
         if (self._pmtu_probe_uid is None and self._handshake_confirmed and not self.is_pmtu_search_done
                 and self._state == QuicConnectionState.CONNECTED and self._close_event is None):
             datagrams += self._send_pmtu_probe(now)
         return datagrams
+
+    def get_timer(self) -> float | None:
+        """aioquic's (fast_path.next_timer once the handshake is confirmed)."""
+        if self.use_fast_path:
+            return next_timer(self)
+        return super().get_timer()
+
+    def receive_datagram(self, data: bytes, addr: NetworkAddress, now: float) -> None:
+        """aioquic's; a 1-RTT packet of an established connection takes fast_path."""
+        if self.use_fast_path and receive_short_header(self, data, addr, now):
+            return
+        super().receive_datagram(data, addr, now)
+
+    def _aspen_send_buffer(self, capacity_bytes: int) -> Buffer:
+        """fast_path's packet buffer, `capacity_bytes` long (reused while the size holds)."""
+        buf: Buffer = self._aspen_buffer
+        if buf.capacity != capacity_bytes:
+            buf = self._aspen_buffer = Buffer(capacity=capacity_bytes)
+        return buf
 
     def _send_pmtu_probe(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
         # First try the ceiling (on loopback or a clean path it simply works), then bisect.
@@ -485,44 +593,6 @@ class AspenQuicConnection(QuicConnection):
             return False
         sender = stream.sender
         return sender._buffer_stop - sender._buffer_start > limit_bytes
-
-
-def _take_stream_frame(sender: QuicStreamSender, max_size: int,
-                       max_offset: int | None) -> QuicStreamFrame | None:
-    """aioquic's QuicStreamSender.get_frame for pending data with one copy of the data instead
-    of two (it slices the bytearray, then copies the slice into bytes; aioquic's Buffer only
-    takes bytes). Same bookkeeping; only called while data is pending."""
-    if max_size < 0:
-        return None
-    pending = sender._pending[0]
-    start = pending.start
-    stop = min(pending.stop, start + max_size)
-    if max_offset is not None and stop > max_offset:
-        stop = max_offset
-    if stop <= start:
-        return None
-    base = sender._buffer_start
-    with memoryview(sender._buffer) as view:  # released at once: ACKs resize the buffer
-        data = bytes(view[start - base:stop - base])
-    sender._pending.subtract(start, stop)
-    if stop > sender.highest_offset:
-        sender.highest_offset = stop
-    frame = QuicStreamFrame(data=data, offset=start)
-    if sender._buffer_fin == stop:
-        frame.fin = True
-        sender._pending_eof = False
-    return frame
-
-
-def _size_uint_var(value: int) -> int:
-    """Bytes of a QUIC varint (RFC 9000 §16)."""
-    if value <= 0x3F:
-        return 1
-    if value <= 0x3FFF:
-        return 2
-    if value <= 0x3FFFFFFF:
-        return 4
-    return 8
 
 
 __all__ = [

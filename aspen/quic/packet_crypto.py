@@ -54,6 +54,12 @@ class ZeroCopyCryptoContext(CryptoContext):
         # bytes: the packet builder's push_bytes takes read-only buffers only (one copy).
         return bytes(packet)
 
+    def can_seal(self) -> bool:
+        """True when `seal` applies: the key is AES-GCM with AES header protection."""
+        aead = self.aead
+        hp = self.hp
+        return aead is not None and hp is not None and isinstance(aead._aead, AESGCM) and not hp._is_chacha20
+
     def seal(self, plain_header: bytes, plain_payload: bytes, packet_number: int) -> bytearray | None:
         """The protected packet in a new bytearray (one AES pass, no copy of the payload), or
         None where only aioquic's path applies (ChaCha20)."""
@@ -138,13 +144,8 @@ class AspenPacketBuilder(QuicPacketBuilder):
                 or type(pair.send) is not ZeroCopyCryptoContext):
             super()._end_packet()
             return
-        # What aioquic writes for a short header (packet_builder._end_packet).
-        header = bytes((PACKET_FIXED_BIT | (self._spin_bit << 5) | (pair.key_phase << 2)
-                        | (PACKET_NUMBER_SEND_SIZE - 1),)) + self._peer_cid + (
-            self._packet_number & 0xFFFF).to_bytes(PACKET_NUMBER_SEND_SIZE, "big")
-        if pair._update_key_requested:  # as CryptoPair.encrypt_packet does
-            pair._update_key("local_update")
-        datagram = pair.send.seal(header, buf.data_slice(header_size, packet_size), self._packet_number)
+        datagram = seal_short_header_packet(pair, self._spin_bit, self._peer_cid, self._packet_number,
+                                            buf.data_slice(header_size, packet_size))
         if datagram is None:  # pragma: no cover - ZeroCopyCryptoContext with a ChaCha20 key
             super()._end_packet()
             return
@@ -161,6 +162,23 @@ class AspenPacketBuilder(QuicPacketBuilder):
         self._packet_number += 1
         self._packet = None
         self.quic_logger_frames = None
+
+
+def seal_short_header_packet(pair: CryptoPair, spin_bit: bool, peer_cid: bytes, packet_number: int,
+                             payload: bytes) -> bytearray | None:
+    """A protected 1-RTT packet (the whole datagram) with aioquic's short header: 2-byte packet
+    number, `pair`'s key phase. Starts a key update the application asked for, as
+    CryptoPair.encrypt_packet does. None (and no key update) when only aioquic's path applies."""
+    send = pair.send
+    if type(send) is not ZeroCopyCryptoContext or not send.can_seal():
+        return None
+    # What aioquic writes for a short header (packet_builder._end_packet).
+    header = bytes((PACKET_FIXED_BIT | (spin_bit << 5) | (pair.key_phase << 2)
+                    | (PACKET_NUMBER_SEND_SIZE - 1),)) + peer_cid + (
+        packet_number & 0xFFFF).to_bytes(PACKET_NUMBER_SEND_SIZE, "big")
+    if pair._update_key_requested:
+        pair._update_key("local_update")
+    return send.seal(header, payload, packet_number)  # the same context, rekeyed in place
 
 
 @contextlib.contextmanager
@@ -188,4 +206,5 @@ def use_zero_copy_crypto(pair: CryptoPair) -> None:
             context.__class__ = ZeroCopyCryptoContext
 
 
-__all__ = ["AspenPacketBuilder", "ZeroCopyCryptoContext", "aspen_packet_builder", "use_zero_copy_crypto"]
+__all__ = ["AspenPacketBuilder", "ZeroCopyCryptoContext", "aspen_packet_builder", "seal_short_header_packet",
+           "use_zero_copy_crypto"]
