@@ -61,6 +61,7 @@ from aioquic.quic.connection import (
     QuicReceiveContext,
 )
 from aioquic.quic.crypto import CryptoPair
+from aioquic.quic.events import StreamDataReceived
 from aioquic.quic.packet import (
     NON_ACK_ELICITING_FRAME_TYPES,
     PROBING_FRAME_TYPES,
@@ -211,16 +212,16 @@ class AspenQuicConnection(QuicConnection):
         # aioquic's _write_stream_frame with Aspen's changes (fast_path.next_stream_frame).
         sender = stream.sender
         previous_send_highest = sender.highest_offset
-        parts = next_stream_frame(stream, builder.remaining_flight_space, max_offset)
-        if parts is None:
+        frame = next_stream_frame(stream, builder.remaining_flight_space, max_offset)
+        if frame is None:
             return 0
-        frame_type, frame_overhead, frame, long_length = parts
+        frame_type, frame_overhead, data, offset, fin, _ = frame
         buf = builder.start_frame(frame_type, capacity=frame_overhead, handler=sender.on_data_delivery,
-                                  handler_args=(frame.offset, frame.offset + len(frame.data), frame.fin))
-        push_stream_frame(buf, stream.stream_id, frame, long_length)  # type: ignore[arg-type]
+                                  handler_args=(offset, offset + len(data), fin))
+        push_stream_frame(buf, stream.stream_id, frame)  # type: ignore[arg-type]
         if self._quic_logger is not None and builder.quic_logger_frames is not None:
-            builder.quic_logger_frames.append(
-                self._quic_logger.encode_stream_frame(frame, stream_id=stream.stream_id))  # type: ignore[arg-type]
+            builder.quic_logger_frames.append(self._quic_logger.encode_stream_frame(
+                QuicStreamFrame(data=data, offset=offset, fin=fin), stream_id=stream.stream_id))  # type: ignore[arg-type]
         return sender.highest_offset - previous_send_highest
 
     # receive flow control -----------------------------------------------------------------------
@@ -287,11 +288,11 @@ class AspenQuicConnection(QuicConnection):
         if start + length > buf.capacity:
             raise BufferReadError("Read out of bounds")  # as Buffer.pull_bytes would
         buf.seek(start + length)
-        frame = QuicStreamFrame(offset=offset, data=memoryview(plain)[start:start + length],  # type: ignore[arg-type]
-                                fin=bool(frame_type & 1))
+        data = memoryview(plain)[start:start + length]
+        fin = bool(frame_type & 1)
         if self._quic_logger is not None:
-            context.quic_logger_frames.append(  # type: ignore[union-attr]
-                self._quic_logger.encode_stream_frame(frame, stream_id=stream_id))
+            context.quic_logger_frames.append(self._quic_logger.encode_stream_frame(  # type: ignore[union-attr]
+                QuicStreamFrame(offset=offset, data=data, fin=fin), stream_id=stream_id))  # type: ignore[arg-type]
         # _assert_stream_can_receive, inlined: a unidirectional stream we opened is send-only
         # (RFC 9000 §2.1: bit 0x01 = server-initiated, 0x02 = unidirectional).
         if stream_id & 2 and (not stream_id & 1) == self._is_client:
@@ -303,12 +304,23 @@ class AspenQuicConnection(QuicConnection):
         if offset + length > stream.max_stream_data_local:
             raise QuicConnectionError(error_code=QuicErrorCode.FLOW_CONTROL_ERROR,
                                       frame_type=frame_type, reason_phrase="Over stream data limit")
-        newly_received = max(0, offset + length - stream.receiver.highest_offset)
+        receiver = stream.receiver
+        newly_received = max(0, offset + length - receiver.highest_offset)
         if self._local_max_data.used + newly_received > self._local_max_data.value:
             raise QuicConnectionError(error_code=QuicErrorCode.FLOW_CONTROL_ERROR,
                                       frame_type=frame_type, reason_phrase="Over connection data limit")
+        if (length and not fin and offset == receiver._buffer_start and receiver._final_size is None
+                and not receiver.is_finished and not receiver._buffer and self.use_fast_path):
+            # The next bytes in order, no FIN, nothing buffered: what QuicStreamReceiver.handle_frame
+            # does in this case (its own fast path), without building a QuicStreamFrame for it.
+            if offset + length > receiver.highest_offset:
+                receiver.highest_offset = offset + length
+            receiver._buffer_start += length
+            self._events.append(StreamDataReceived(data=data, end_stream=False, stream_id=stream_id))  # type: ignore[arg-type]
+            self._local_max_data.used += newly_received
+            return
         try:
-            event = stream.receiver.handle_frame(frame)
+            event = receiver.handle_frame(QuicStreamFrame(offset=offset, data=data, fin=fin))  # type: ignore[arg-type]
         except FinalSizeError as exc:
             raise QuicConnectionError(error_code=QuicErrorCode.FINAL_SIZE_ERROR,
                                       frame_type=frame_type, reason_phrase=str(exc)) from None

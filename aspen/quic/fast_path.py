@@ -55,12 +55,11 @@ from aioquic.quic.packet import (
     QuicErrorCode,
     QuicFrameType,
     QuicPacketType,
-    QuicStreamFrame,
     push_ack_frame,
 )
 from aioquic.quic.packet_builder import PACKET_NUMBER_SEND_SIZE, QuicDeliveryHandler, QuicSentPacket
 from aioquic.quic.recovery import MAX_ACK_RANGES
-from aioquic.quic.stream import QuicStream, QuicStreamSender
+from aioquic.quic.stream import QuicStream
 
 from aspen.quic.packet_crypto import ZeroCopyCryptoContext, seal_short_header_packet
 
@@ -80,68 +79,49 @@ _SHORT_RESERVED_BITS = 0x18
 _SPIN_BIT = 0x20
 _LONG_HEADER_OR_FIXED = 0xC0
 _ONE_RTT = tls.Epoch.ONE_RTT
+_STREAM_TYPE = QuicFrameType.STREAM_BASE | 2  # RFC 9000 §19.8: with a length field
 _CONNECTED = QuicConnectionState.CONNECTED
 
 
 # ---- STREAM frames (shared by the general and the fast path) ------------------------------------
 
-def next_stream_frame(stream: QuicStream, room: int,
-                      max_offset: int | None) -> tuple[int, int, QuicStreamFrame, bool] | None:
-    """The next STREAM frame of `stream` for a packet with `room` bytes left (flow control:
-    data up to `max_offset`), taken out of the sender: (frame type, the frame's overhead as
-    aioquic estimates it, frame, whether the length field takes 4 bytes). None when there is
-    nothing to send or no room; then the sender is left untouched.
+StreamFrame = tuple[int, int, bytes, int, bool, bool]
+"""(frame type, overhead as aioquic estimates it, data, offset, fin, 4-byte length field)"""
 
-    aioquic's `_write_stream_frame` with two changes (connection.py docstring): a 4-byte length
-    when the packet has room for more than 16383 bytes, and one copy of the data, not two.
-    And a FIN alone is only taken when it fits: aioquic takes it, then the builder finds no
-    room and raises, and the FIN is never sent.
+
+def next_stream_frame(stream: QuicStream, room: int, max_offset: int | None) -> StreamFrame | None:
+    """The next STREAM frame of `stream` for a packet with `room` bytes left (flow control:
+    data up to `max_offset`), taken out of the sender (StreamFrame). None when there is nothing
+    to send or no room; then the sender is left as it was (but for `buffer_is_empty`, set when
+    nothing is pending, as aioquic's get_frame sets it).
+
+    aioquic's `_write_stream_frame` and `QuicStreamSender.get_frame` with three changes
+    (connection.py docstring): a 4-byte length when the packet has room for more than 16383
+    bytes; one copy of the data, not two (get_frame slices the bytearray, then copies the slice
+    into bytes, as aioquic's Buffer only takes bytes); and a FIN alone is only taken when it
+    fits — aioquic takes it, then the builder finds no room and raises, and the FIN is lost.
     """
     stream_id = stream.stream_id
     assert stream_id is not None  # only the crypto streams have none
     sender = stream.sender
+    pending = sender._pending
     long_length = room > MAX_2_BYTE_VARINT
-    next_offset = sender.next_offset
-    overhead = (5 if long_length else 3) + size_uint_var(stream_id) + (
-        size_uint_var(next_offset) if next_offset else 0)
-    if not len(sender._pending):  # a FIN alone, or nothing: aioquic's get_frame copies nothing
+    fixed = (5 if long_length else 3) + (1 if stream_id <= 0x3F else size_uint_var(stream_id))
+    if not len(pending):  # (a RangeSet has no bool)
+        if not sender._pending_eof:
+            sender.buffer_is_empty = True  # what get_frame finds out, and records, here
+            return None
+        # A FIN alone: aioquic's get_frame, which copies nothing.
+        overhead = fixed + (size_uint_var(sender._buffer_stop) if sender._buffer_stop else 0)
         if room < overhead:
             return None
         frame = sender.get_frame(room - overhead, max_offset)
-    else:
-        frame = _take_stream_frame(sender, room - overhead, max_offset)
-    if frame is None:
-        return None
-    frame_type = QuicFrameType.STREAM_BASE | 2  # with a length field
-    if frame.offset:
-        frame_type |= 4
-    if frame.fin:
-        frame_type |= 1
-    return frame_type, overhead, frame, long_length
-
-
-def push_stream_frame(buf: Buffer, stream_id: int, frame: QuicStreamFrame, long_length: bool) -> None:
-    """The fields of a STREAM frame after its type byte."""
-    buf.push_uint_var(stream_id)
-    if frame.offset:
-        buf.push_uint_var(frame.offset)
-    if long_length:
-        buf.push_uint32(len(frame.data) | 0x80000000)  # RFC 9000 §16: 4-byte varint
-    else:
-        buf.push_uint16(len(frame.data) | 0x4000)  # 2-byte varint
-    buf.push_bytes(frame.data)
-
-
-def _take_stream_frame(sender: QuicStreamSender, max_size: int,
-                       max_offset: int | None) -> QuicStreamFrame | None:
-    """aioquic's QuicStreamSender.get_frame for pending data with one copy of the data instead
-    of two (it slices the bytearray, then copies the slice into bytes; aioquic's Buffer only
-    takes bytes). Same bookkeeping; only called while data is pending."""
-    if max_size < 0:
-        return None
-    pending = sender._pending[0]
-    start = pending.start
-    stop = min(pending.stop, start + max_size)
+        assert frame is not None and frame.fin
+        return _STREAM_TYPE | (4 if frame.offset else 0) | 1, overhead, b"", frame.offset, True, long_length
+    first = pending[0]
+    start = first.start
+    overhead = fixed + (size_uint_var(start) if start else 0)
+    stop = min(first.stop, start + room - overhead)
     if max_offset is not None and stop > max_offset:
         stop = max_offset
     if stop <= start:
@@ -149,14 +129,28 @@ def _take_stream_frame(sender: QuicStreamSender, max_size: int,
     base = sender._buffer_start
     with memoryview(sender._buffer) as view:  # released at once: ACKs resize the buffer
         data = bytes(view[start - base:stop - base])
-    sender._pending.subtract(start, stop)
+    pending.subtract(start, stop)
     if stop > sender.highest_offset:
         sender.highest_offset = stop
-    frame = QuicStreamFrame(data=data, offset=start)
-    if sender._buffer_fin == stop:
-        frame.fin = True
+    fin = sender._buffer_fin == stop
+    if fin:
         sender._pending_eof = False
-    return frame
+    elif not len(pending) and not sender._pending_eof:
+        sender.buffer_is_empty = True  # what the next get_frame would find out
+    return _STREAM_TYPE | (4 if start else 0) | fin, overhead, data, start, fin, long_length
+
+
+def push_stream_frame(buf: Buffer, stream_id: int, frame: StreamFrame) -> None:
+    """The fields of a STREAM frame after its type byte."""
+    _, _, data, offset, _, long_length = frame
+    buf.push_uint_var(stream_id)
+    if offset:
+        buf.push_uint_var(offset)
+    if long_length:
+        buf.push_uint32(len(data) | 0x80000000)  # RFC 9000 §16: 4-byte varint
+    else:
+        buf.push_uint16(len(data) | 0x4000)  # 2-byte varint
+    buf.push_bytes(data)
 
 
 def size_uint_var(value: int) -> int:
@@ -283,19 +277,19 @@ def send_application(conn: AspenQuicConnection, now: float) -> list[tuple[bytes,
             if parts is None:
                 continue
             # The frame fits: next_stream_frame sized it to the flight room (<= buffer room).
-            frame_type, _, frame, long_length = parts
+            frame_type, _, data, offset, fin, _ = parts
             buf.push_uint_var(frame_type)
             in_flight = is_ack_eliciting = True
-            offset = frame.offset
-            handlers.append((sender.on_data_delivery, (offset, offset + len(frame.data), frame.fin)))
-            push_stream_frame(buf, stream.stream_id, frame, long_length)  # type: ignore[arg-type]
+            handlers.append((sender.on_data_delivery, (offset, offset + len(data), fin)))
+            push_stream_frame(buf, stream.stream_id, parts)  # type: ignore[arg-type]
             used = sender.highest_offset - previous_highest
             conn._remote_max_data_used += used
             if used > 0:
                 if sent is None:
                     sent = set()
                 sent.add(stream)
-        if sent:  # served streams go to the end of the queue, in aioquic's order (a set's)
+        if sent is not None and len(queue) > 1:  # served streams go to the end of the queue, in
+            # aioquic's order (a set's)
             queue = [stream for stream in queue if stream not in sent]
             queue.extend(sent)
             conn._streams_queue = queue
@@ -318,6 +312,16 @@ def send_application(conn: AspenQuicConnection, now: float) -> list[tuple[bytes,
             flight_bytes += len(datagram)
         packet_number += 1
         pacer.update_after_send(now=now)
+        for stream in queue:
+            if not stream.is_blocked and not stream.sender.buffer_is_empty:
+                break
+        else:
+            # Nothing left: aioquic's next round would start an empty packet after its pacing
+            # check (the ACK, if it was due, went in this packet) and cancel it.
+            ack_at = space.ack_at
+            if ack_at is None or ack_at >= now:
+                conn._pacing_at = pacer.next_send_time(now=now)
+            break
     if not datagrams:
         return []
     conn._packet_number = packet_number
@@ -394,12 +398,14 @@ def receive_short_header(conn: AspenQuicConnection, data: bytes, addr: NetworkAd
         conn._aspen_zero_rtt_gone = True
 
     # aioquic's receive_datagram for this one packet.
-    try:
-        plain_header, payload, packet_number = pair.decrypt_packet(
+    try:  # CryptoPair.decrypt_packet, inlined
+        plain_header, payload, packet_number, update_key = pair.recv.decrypt_packet(
             data, 1 + cid_size, space.expected_packet_number)
     except (KeyUnavailableError, CryptoError) as exc:
         conn._logger.debug(exc)
         return True  # dropped
+    if update_key:
+        pair._update_key("remote_update")
     if packet_number in space.received_packets:
         return True  # RFC 9000 §12.3: a duplicate
     if plain_header[0] & _SHORT_RESERVED_BITS:

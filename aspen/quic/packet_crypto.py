@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from aioquic._crypto import AEAD_TAG_LENGTH, CryptoError
+from aioquic._crypto import AEAD_NONCE_LENGTH, AEAD_TAG_LENGTH, CryptoError
 from aioquic.quic.crypto import CryptoContext, CryptoPair, KeyUnavailableError, next_key_phase
 from aioquic.quic import connection as _aioquic_connection
 from aioquic.quic.packet import PACKET_FIXED_BIT, PACKET_NUMBER_MAX_SIZE, QuicPacketType, decode_packet_number
@@ -72,12 +72,13 @@ class ZeroCopyCryptoContext(CryptoContext):
         header_size = len(plain_header)
         out = bytearray(header_size + len(plain_payload) + AEAD_TAG_LENGTH)
         out[:header_size] = plain_header
-        cipher.encrypt_into(aead._nonce(packet_number), plain_payload, plain_header,
+        nonce = (aead._iv ^ packet_number).to_bytes(AEAD_NONCE_LENGTH, "big")  # aead._nonce, inlined
+        cipher.encrypt_into(nonce, plain_payload, plain_header,
                             memoryview(out)[header_size:])
         pn_length = (plain_header[0] & 0x03) + 1
         pn_offset = header_size - pn_length
         sample_at = pn_offset + PN_MAX_LENGTH
-        mask = hp._mask(bytes(out[sample_at:sample_at + HP_SAMPLE_LENGTH]))
+        mask = hp._encryptor.update(bytes(out[sample_at:sample_at + HP_SAMPLE_LENGTH]))  # hp._mask, AES
         out[0] ^= mask[0] & (_LONG_HEADER_MASK if out[0] & _LONG_HEADER_BIT else _SHORT_HEADER_MASK)
         for i in range(pn_length):
             out[pn_offset + i] ^= mask[1 + i]
@@ -94,7 +95,7 @@ class ZeroCopyCryptoContext(CryptoContext):
         sample_at = encrypted_offset + PN_MAX_LENGTH
         if sample_at + HP_SAMPLE_LENGTH > len(packet):
             raise CryptoError("Packet is too short to sample")
-        mask = hp._mask(packet[sample_at:sample_at + HP_SAMPLE_LENGTH])
+        mask = hp._encryptor.update(packet[sample_at:sample_at + HP_SAMPLE_LENGTH])  # hp._mask, AES
         first_byte = packet[0]
         first_byte ^= mask[0] & (_LONG_HEADER_MASK if first_byte & _LONG_HEADER_BIT else _SHORT_HEADER_MASK)
         pn_length = (first_byte & 0x03) + 1
@@ -113,7 +114,8 @@ class ZeroCopyCryptoContext(CryptoContext):
         crypto_aead = crypto.aead
         assert crypto_aead is not None
         try:
-            payload = crypto_aead._aead.decrypt(crypto_aead._nonce(packet_number),
+            nonce = (crypto_aead._iv ^ packet_number).to_bytes(AEAD_NONCE_LENGTH, "big")  # _nonce, inlined
+            payload = crypto_aead._aead.decrypt(nonce,
                                                 memoryview(packet)[len(plain_header):], plain_header)
         except InvalidTag as exc:
             raise CryptoError(str(exc)) from None
@@ -172,8 +174,9 @@ def seal_short_header_packet(pair: CryptoPair, spin_bit: bool, peer_cid: bytes, 
     send = pair.send
     if type(send) is not ZeroCopyCryptoContext or not send.can_seal():
         return None
-    # What aioquic writes for a short header (packet_builder._end_packet).
-    header = bytes((PACKET_FIXED_BIT | (spin_bit << 5) | (pair.key_phase << 2)
+    # What aioquic writes for a short header (packet_builder._end_packet); pair.key_phase, inlined.
+    key_phase = pair.recv.key_phase ^ 1 if pair._update_key_requested else pair.recv.key_phase
+    header = bytes((PACKET_FIXED_BIT | (spin_bit << 5) | (key_phase << 2)
                     | (PACKET_NUMBER_SEND_SIZE - 1),)) + peer_cid + (
         packet_number & 0xFFFF).to_bytes(PACKET_NUMBER_SEND_SIZE, "big")
     if pair._update_key_requested:
