@@ -224,15 +224,21 @@ def test_request_response_is_identical_and_takes_the_fast_paths(fast_calls: dict
     assert fast_calls["send"] >= 100 and fast_calls["receive"] >= 100
 
 
-def test_a_bulk_message_fills_several_datagrams_identically(fast_calls: dict[str, int]) -> None:
+@pytest.mark.parametrize("pmtu_ceiling", [0, 60_000], ids=["1200", "pmtu"])
+def test_a_bulk_message_fills_several_datagrams_identically(fast_calls: dict[str, int],
+                                                           pmtu_ceiling: int) -> None:
+    # With the PMTU search on, datagrams grow to 60,000 bytes: STREAM frames over 16383 bytes
+    # take a 4-byte length field.
     def script(run: Run) -> None:
-        run.client.send_stream_data(0, bytes(range(256)) * 100, end_stream=True)  # 25,600 bytes
+        run.settle(0.05)  # PMTU probes
+        run.client.send_stream_data(0, bytes(range(256)) * 400, end_stream=True)  # 102,400 bytes
         run.client.send_stream_data(4, b"small", end_stream=True)
         run.transfer("c")
         run.settle(0.2)
 
-    fast, _ = compare(script)
-    assert fast.received[("s", 0)] == bytes(range(256)) * 100
+    fast, _ = compare(script, pmtu_ceiling=pmtu_ceiling)
+    assert fast.received[("s", 0)] == bytes(range(256)) * 400
+    assert fast.client.max_datagram_size == (1200 if not pmtu_ceiling else 60_000)
     assert fast_calls["send"] > 0
 
 
