@@ -4,11 +4,11 @@ Any node accepts any request (the Rust Aspen answers 502 on a non-leader). A req
 local worker first; a `NotLeader(leader)` answer sends it to that leader's I/O process over the
 `aspen-client/1` ALPN, which submits it to its own worker. A request follows at most
 `MAX_FORWARD_ATTEMPTS` leader hints within `CLIENT_REQUEST_TIMEOUT_MS`, waiting briefly while
-no leader is known (an election in progress). Reads do not need the leader: a follower's worker
-runs ReadIndex through the leader and serves the read locally. Writes and membership changes go
-straight to the leader this node knows of (a stale hint costs one NotLeader answer); writes
-travel on the raft-rpc stream to the leader's worker (`aspen.write_forwarding`, etcd's MsgProp),
-the rest over `aspen-client/1`.
+no leader is known (an election in progress). Writes, linearizable reads and membership changes
+go straight to the leader this node knows of (a stale hint costs one NotLeader answer); writes
+and reads travel on the raft-rpc stream to the leader's worker (`aspen.forwarding`, etcd's
+MsgProp; the leader runs ReadIndex for the reads), the rest over `aspen-client/1`. Stale reads
+are served by the local worker.
 
 Forwarded requests are accepted only from members of this cluster (their key is in the
 membership), and only the client-request kinds; everything else closes the connection.
@@ -36,7 +36,7 @@ from aspen.peer_spec import parse_peer_spec
 from aspen.plugin_api import PeerConnection
 from aspen.raft import kv
 from aspen.worker_supervisor import WorkerSupervisor, WorkerUnavailable
-from aspen.write_forwarding import WriteForwarder
+from aspen.forwarding import LeaderForwarder
 
 logger = logging.getLogger(__name__)
 
@@ -97,9 +97,10 @@ class ClusterService:
     def __init__(self, *, node_id: int, worker: WorkerSupervisor, view: ClusterView,
                  registry: CollectorRegistry, own_addr: Callable[[], EndpointAddr],
                  http_addr: Callable[[], str], rpc: Callable[[EndpointAddr, str, bytes, int], Any],
-                 extensions: dict[str, object] | None = None, writes: WriteForwarder | None = None) -> None:
+                 extensions: dict[str, object] | None = None, leader_forwarder: LeaderForwarder | None = None) -> None:
         self._node_id = node_id
-        self._writes = writes  # forwards writes to the leader over raft-rpc; None: aspen-client/1
+        # Sends writes and reads to the leader over raft-rpc; None: over aspen-client/1.
+        self._leader_forwarder = leader_forwarder
         # Plugin-provided extras (NodeContext.extensions): a plugin that can mint cluster tickets
         # (gossip) puts a `() -> dict` under TICKET_PROVIDER_KEY.
         self._extensions = extensions if extensions is not None else {}
@@ -121,7 +122,7 @@ class ClusterService:
 
     async def _submit(self, make: Callable[[int], wm.ToWorker], *, needs_leader: bool = True) -> wm.FromWorker:
         """Serve `make(request_id)` locally or at the leader. A request that only the leader can
-        serve (`needs_leader`: writes, membership) goes straight to the leader this node knows of
+        serve (`needs_leader`: writes, linearizable reads, membership) goes straight to the leader this node knows of
         (a stale hint costs one NotLeader answer); asking the local worker first cost a ring round
         trip and a worker wake-up per forwarded write (measured in perf/kv_bench.py)."""
         deadline = time.monotonic() + CLIENT_REQUEST_TIMEOUT_MS / 1000
@@ -166,8 +167,12 @@ class ClusterService:
         if addr is None:
             raise ApiError(502, f"leader is node {leader_id} but its address is unknown here")
         self._forwards.labels(type(message).__name__).inc()
-        if isinstance(message, wm.ClientWrite) and self._writes is not None:
-            return await self._writes.forward(leader_id, message.command, timeout_ms)
+        forwarder = self._leader_forwarder
+        if forwarder is not None:
+            if isinstance(message, wm.ClientWrite):
+                return await forwarder.forward(leader_id, message.command, timeout_ms)
+            if isinstance(message, wm.ClientRead) and message.linearizable:
+                return await forwarder.forward_read(leader_id, message.query, timeout_ms)
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         encoded = wm.encode(message)
         out = self._outgoing.setdefault(leader_id, _Outgoing())
@@ -239,7 +244,7 @@ class ClusterService:
     async def read(self, query: kv.Get | kv.Scan, *, linearizable: bool) -> kv.GetResult | kv.ScanResult:
         data = kv.encode_command(query)
         reply = self._check(await self._submit(lambda rid: wm.ClientRead(rid, data, linearizable),
-                                               needs_leader=False))
+                                               needs_leader=linearizable))
         assert isinstance(reply, wm.ReadDone), reply
         result = kv.decode_result(reply.result)
         assert isinstance(result, (kv.GetResult, kv.ScanResult))

@@ -38,7 +38,7 @@ from aspen.quic import Endpoint
 from aspen.raft_metrics import RaftMetricsCollector
 from aspen.plugin_host import PluginError, PluginHost
 from aspen.worker_supervisor import WorkerSupervisor
-from aspen.write_forwarding import WriteForwarder
+from aspen.forwarding import LeaderForwarder
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class Node:
         self.raft_metrics = RaftMetricsCollector(self.config.node_id, self.secret_key.public().hex())
         self.registry.register(self.raft_metrics)
         self._raft_sinks: list[Callable[[wm.RaftSendBatch], None]] = []
-        self.writes = WriteForwarder(node_id=self.config.node_id, term=lambda: self.cluster_view.term,
+        self.forwarder = LeaderForwarder(node_id=self.config.node_id, term=lambda: self.cluster_view.term,
                                      send=self._send_raft)
         self.worker = WorkerSupervisor(registry=self.registry, log_level=self.config.log_level,
                                        extra_args=worker_args(self.config, self.data_dir),
@@ -127,8 +127,8 @@ class Node:
         await self.worker.send(message)
 
     async def send_many(self, messages: list[wm.ToWorker]) -> None:
-        # Answers to writes this node forwarded are for its I/O process, not its worker.
-        messages = self.writes.take_results(messages)
+        # Answers to requests this node forwarded are for its I/O process, not its worker.
+        messages = self.forwarder.take_results(messages)
         if messages:
             await self.worker.send_many(messages)
 
@@ -141,7 +141,7 @@ class Node:
 
     def _on_worker_message(self, message: wm.FromWorker) -> None:
         if isinstance(message, wm.RaftSendBatch):
-            self.writes.before_worker_sends(message)
+            self.forwarder.before_worker_sends(message)
             self._send_raft(message)
         elif isinstance(message, wm.StateUpdate):
             self.cluster_view.apply(message)
@@ -202,7 +202,7 @@ class Node:
             handlers = self._protocol_handlers()
             self.endpoint = await self._start_endpoint(handlers)
             stack.push_async_callback(self.endpoint.stop)
-            stack.callback(self.writes.close)  # writes still forwarded get 504 (outcome unknown)
+            stack.callback(self.forwarder.close)  # writes still forwarded get 504 (outcome unknown)
             self.context.endpoint = self.endpoint
 
             from aspen.http_api import start_http  # aiohttp import is heavy; only nodes need it
@@ -256,13 +256,13 @@ class Node:
         """ALPN -> handler from every plugin, plus the node's own client-forwarding handler."""
         endpoint_rpc = self._rpc
         plugin_handlers = list(self.host.collect("aspen_protocol_handlers", node=self.context))
-        # Writes ride raft-rpc to the leader when a plugin carries Raft messages (it registered a
-        # raft sink while building its handler); else they go over aspen-client/1.
+        # Writes and reads ride raft-rpc to the leader when a plugin carries Raft messages (it
+        # registered a raft sink while building its handler); else they go over aspen-client/1.
         self.cluster = ClusterService(node_id=self.config.node_id, worker=self.worker, view=self.cluster_view,
                                       registry=self.registry, own_addr=self.endpoint_addr,
                                       http_addr=self._http_addr_text, rpc=endpoint_rpc,
                                       extensions=self.context.extensions,
-                                      writes=self.writes if self._raft_sinks else None)
+                                      leader_forwarder=self.forwarder if self._raft_sinks else None)
         handlers: dict[str, ProtocolHandler] = {CLIENT_ALPN: self.cluster}
         owners: dict[str, str] = {CLIENT_ALPN: "aspen"}
         for plugin, handler in plugin_handlers:

@@ -12,7 +12,8 @@ Rules:
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 import msgspec
 
@@ -31,6 +32,8 @@ MAX_ENTRIES_PER_APPEND = 4096
 # ample. Chunk bytes + headroom stay <= MAX_RPC_MESSAGE_SIZE.
 SNAPSHOT_CHUNK_HEADROOM_SIZE = 1 * MiB
 MAX_SNAPSHOT_CHUNK_SIZE = MAX_RPC_MESSAGE_SIZE - SNAPSHOT_CHUNK_HEADROOM_SIZE
+
+T = TypeVar("T")
 
 
 class AppendEntries(msgspec.Struct, tag="app", frozen=True, array_like=True):
@@ -173,9 +176,12 @@ class ReadIndexResponse(msgspec.Struct, tag="read_resp", frozen=True, array_like
     ok: bool
 
 
-# Bounds of one ForwardedWrites / ForwardedResults message (a loop turn's or a pump's worth).
+# Bounds of one ForwardedWrites / ForwardedReads / ForwardedResults message (a loop turn's or a
+# pump's worth).
 MAX_FORWARDED_WRITES = 4096
-# The commands of one ForwardedWrites stay below this many bytes; more go in another message.
+# The commands (queries, results) of one such message stay below this many bytes, beyond the
+# first; more go in another message. One result is at most a scan's MAX_SCAN_RESPONSE_SIZE
+# (4 MiB), so every message fits MAX_RPC_MESSAGE_SIZE.
 FORWARDED_WRITES_TARGET_SIZE = 1024 * 1024
 
 
@@ -186,7 +192,7 @@ class ForwardedWrite(msgspec.Struct, frozen=True, array_like=True):
 
 class ForwardedWrites(msgspec.Struct, tag="fwd", frozen=True, array_like=True):
     """Follower -> leader: client writes the follower accepted (etcd's MsgProp). Not part of the
-    consensus protocol: the follower's I/O process sends it (aspen.write_forwarding), the
+    consensus protocol: the follower's I/O process sends it (aspen.forwarding), the
     leader's worker proposes each and answers with ForwardedResults. It rides the raft-rpc
     stream with the appends, so forwarding costs no stream of its own."""
 
@@ -194,6 +200,23 @@ class ForwardedWrites(msgspec.Struct, tag="fwd", frozen=True, array_like=True):
     to_id: int
     term: int
     writes: Annotated[list[ForwardedWrite], msgspec.Meta(max_length=MAX_FORWARDED_WRITES)]
+
+
+class ForwardedRead(msgspec.Struct, frozen=True, array_like=True):
+    request_id: int  # the follower's own id for the read, echoed back
+    query: bytes  # encoded kv.Get or kv.Scan (kv.encode_command)
+
+
+class ForwardedReads(msgspec.Struct, tag="fwd_read", frozen=True, array_like=True):
+    """Follower -> leader: linearizable reads a follower's I/O process accepted. The leader runs
+    ReadIndex for them and answers each with a ForwardedResult (status 200: the encoded
+    KvResult) once its state machine reached the read index; the follower's worker takes no
+    part. Answered in ForwardedResults, like writes (request ids are the sender's, shared)."""
+
+    from_id: int
+    to_id: int
+    term: int
+    reads: Annotated[list[ForwardedRead], msgspec.Meta(max_length=MAX_FORWARDED_WRITES)]
 
 
 # ForwardedResult.status: "not the leader, try `leader_id`" (nothing was proposed).
@@ -209,12 +232,30 @@ class ForwardedResult(msgspec.Struct, frozen=True, array_like=True):
 
 
 class ForwardedResults(msgspec.Struct, tag="fwd_resp", frozen=True, array_like=True):
-    """Leader -> follower: the outcome of forwarded writes, once applied (or refused)."""
+    """Leader -> follower: the outcome of forwarded writes (once applied) and reads (once the
+    read index is applied), or their refusal."""
 
     from_id: int
     to_id: int
     term: int
     results: Annotated[list[ForwardedResult], msgspec.Meta(max_length=MAX_FORWARDED_WRITES)]
+
+
+def chunk_by_size(items: list[T], size_of: Callable[[T], int], *, max_count: int = MAX_FORWARDED_WRITES,
+                  target_size: int = FORWARDED_WRITES_TARGET_SIZE) -> list[list[T]]:
+    """Split `items` into runs of at most `max_count` and, beyond one item, `target_size` bytes
+    (by `size_of`): the bodies of bounded ForwardedWrites / ForwardedReads / ForwardedResults."""
+    chunks: list[list[T]] = []
+    start = 0
+    while start < len(items):
+        end, size = start, 0
+        while end < len(items) and end - start < max_count and \
+                (end == start or size + size_of(items[end]) <= target_size):
+            size += size_of(items[end])
+            end += 1
+        chunks.append(items[start:end])
+        start = end
+    return chunks
 
 
 RaftMessage = (
@@ -231,7 +272,7 @@ RaftMessage = (
     | ReadIndexResponse
 )
 # Everything on the raft-rpc wire: the consensus messages (for RaftCore) and the workers' own.
-PeerMessage = RaftMessage | ForwardedWrites | ForwardedResults
+PeerMessage = RaftMessage | ForwardedWrites | ForwardedReads | ForwardedResults
 
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER: msgspec.msgpack.Decoder[PeerMessage] = msgspec.msgpack.Decoder(PeerMessage)
@@ -257,8 +298,11 @@ __all__ = [
     "MAX_FORWARDED_WRITES",
     "FORWARDED_WRITES_TARGET_SIZE",
     "STATUS_NOT_LEADER",
+    "chunk_by_size",
     "ForwardedWrite",
     "ForwardedWrites",
+    "ForwardedRead",
+    "ForwardedReads",
     "ForwardedResult",
     "ForwardedResults",
     "PeerMessage",

@@ -15,7 +15,7 @@ Client requests are answered when their outcome is known: a write when the entry
 linearizable read when its ReadIndex round confirmed leadership and the state machine reached
 the read index (followers serve reads too: the core forwards the ReadIndex to the leader).
 A leader proposes the client writes a follower's I/O process forwarded (`ForwardedWrites`,
-etcd's MsgProp, aspen.write_forwarding) and answers with `ForwardedResults` once applied. Any
+etcd's MsgProp, aspen.forwarding) and answers with `ForwardedResults` once applied. Any
 request this node cannot serve gets `NotLeader(leader_id)`; the I/O process forwards it.
 
 Membership changes are one voter at a time (the core's rule); `ChangeMembership` to a set that
@@ -39,11 +39,12 @@ from aspen.raft import kv
 from aspen.raft.config import RaftConfig
 from aspen.raft.core import RaftCore
 from aspen.raft.messages import (
-    MAX_FORWARDED_WRITES,
     STATUS_NOT_LEADER,
+    ForwardedReads,
     ForwardedResult,
     ForwardedResults,
     ForwardedWrites,
+    chunk_by_size,
     InstallSnapshot,
     PeerMessage,
     decode_message,
@@ -81,6 +82,7 @@ class _PendingRead:
     query: kv.Get | kv.Scan
     started_ms: int
     index: int = -1  # set when the ReadState arrives
+    origin: int = 0  # the follower that forwarded it (answered with a ForwardedResult), 0 = ours
 
 
 @dataclass
@@ -102,6 +104,10 @@ class _Waiters:
 
     def count(self) -> int:
         return len(self.writes) + len(self.reads) + len(self.confs) + len(self.snapshots)
+
+
+def _result_size(result: ForwardedResult) -> int:
+    return len(result.result) + len(result.message)
 
 
 def node_role(core: RaftCore) -> str:
@@ -187,8 +193,10 @@ class RaftWorker:
             return
         if isinstance(msg, ForwardedWrites):
             self._propose_forwarded(msg, now_ms)
+        elif isinstance(msg, ForwardedReads):
+            self._serve_forwarded_reads(msg, now_ms)
         elif isinstance(msg, ForwardedResults):
-            # The follower's I/O process takes its answers (aspen.write_forwarding); one that
+            # The follower's I/O process takes its answers (aspen.forwarding); one that
             # reached the worker anyway (sent while this node was restarting) has no waiter.
             logger.debug("ignoring forwarded-write answers from node %d", from_node)
         else:
@@ -217,6 +225,47 @@ class RaftWorker:
                     self._waiters.writes[index] = _PendingWrite(write.request_id, term, origin=msg.from_id)
             if refusal is not None:
                 self._results_out.setdefault(msg.from_id, []).append(refusal)
+
+    def _serve_forwarded_reads(self, msg: ForwardedReads, now_ms: int) -> None:
+        """Leader: run ReadIndex for a follower's reads; each is answered once applied, or refused."""
+        if msg.to_id != self.core.id or msg.from_id not in self.core.membership.members():
+            return  # only members forward (the I/O process authenticated them as that node)
+        for read in msg.reads:
+            refusal: ForwardedResult | None = None
+            if not self.core.is_leader:
+                refusal = ForwardedResult(read.request_id, STATUS_NOT_LEADER, leader_id=self.core.leader_id)
+            elif self._waiters.count() >= MAX_PENDING_CLIENT_REQUESTS:
+                refusal = ForwardedResult(read.request_id, 503, message="too many requests in flight on the leader")
+            else:
+                try:
+                    query = kv.decode_command(read.query)
+                except WireDecodeError as exc:
+                    query = None
+                    refusal = ForwardedResult(read.request_id, 400, message=str(exc))
+                if query is not None and not isinstance(query, (kv.Get, kv.Scan)):
+                    refusal = ForwardedResult(read.request_id, 400, message="not a read query")
+                elif isinstance(query, (kv.Get, kv.Scan)):
+                    self._start_read(read.request_id, query, now_ms, origin=msg.from_id)
+            if refusal is not None:
+                self._results_out.setdefault(msg.from_id, []).append(refusal)
+
+    def _start_read(self, rid: int, query: kv.Get | kv.Scan, now_ms: int, origin: int = 0) -> None:
+        read_id = self._next_read_id
+        self._next_read_id += 1
+        self._waiters.reads[read_id] = _PendingRead(rid, query, now_ms, origin=origin)
+        self.core.read_index(read_id, now_ms)
+
+    def _answer_read(self, pending: _PendingRead, out: list[wm.FromWorker], *, done: bool) -> None:
+        """`done`: the read index is applied, serve it; else no leader confirmed it: retry."""
+        leader = self.core.leader_id if self.core.leader_id != self.core.id else NO_NODE
+        if pending.origin:
+            self._results_out.setdefault(pending.origin, []).append(
+                ForwardedResult(pending.request_id, 200, kv.encode_result(self.kv.read(pending.query))) if done else
+                ForwardedResult(pending.request_id, STATUS_NOT_LEADER, leader_id=leader))
+        elif done:
+            out.append(wm.ReadDone(pending.request_id, kv.encode_result(self.kv.read(pending.query))))
+        else:
+            out.append(wm.NotLeader(pending.request_id, leader))
 
     def _busy(self, rid: int) -> list[wm.FromWorker] | None:
         if self._waiters.count() >= MAX_PENDING_CLIENT_REQUESTS:
@@ -262,10 +311,7 @@ class RaftWorker:
         not_init = self._not_initialized(rid)
         if not_init:
             return not_init
-        read_id = self._next_read_id
-        self._next_read_id += 1
-        self._waiters.reads[read_id] = _PendingRead(rid, query, now_ms)
-        self.core.read_index(read_id, now_ms)
+        self._start_read(rid, query, now_ms)
         return []
 
     # ------------------------------------------------------------------ membership
@@ -477,15 +523,14 @@ class RaftWorker:
                 del waiters.reads[rs.request_id]
                 # No leader could confirm it (none known, or leadership lost mid-round): the I/O
                 # process waits for a leader and retries, here or there.
-                leader = self.core.leader_id if self.core.leader_id != self.core.id else NO_NODE
-                out.append(wm.NotLeader(pending_read.request_id, leader))
+                self._answer_read(pending_read, out, done=False)
             else:
                 pending_read.index = rs.index
         applied = self.kv.applied_index
         for read_id, pending_read in list(waiters.reads.items()):
             if 0 <= pending_read.index <= applied:
                 del waiters.reads[read_id]
-                out.append(wm.ReadDone(pending_read.request_id, kv.encode_result(self.kv.read(pending_read.query))))
+                self._answer_read(pending_read, out, done=True)
         # Writes proposed in a term that is over can no longer be answered by this node's log
         # position alone once that position is applied; those still ahead stay pending.
         if not self.core.is_leader:
@@ -498,12 +543,12 @@ class RaftWorker:
                     out.append(wm.ErrorReply(lost.request_id, "write lost; retry", 502))
 
     def _forwarding_sends(self) -> list[wm.RaftSend]:
-        """This pump's answers to forwarded writes, per follower, bounded per message."""
+        """This pump's answers to forwarded writes and reads, per follower, bounded per message."""
         sends: list[wm.RaftSend] = []
         me, term = self.core.id, self.core.term
         for origin, results in self._results_out.items():
-            for start in range(0, len(results), MAX_FORWARDED_WRITES):
-                payload = encode_message(ForwardedResults(me, origin, term, results[start:start + MAX_FORWARDED_WRITES]))
+            for chunk in chunk_by_size(results, _result_size):
+                payload = encode_message(ForwardedResults(me, origin, term, chunk))
                 sends.append(wm.RaftSend(origin, payload, len(payload) >= wm.LARGE_MESSAGE_SIZE))
         self._results_out.clear()
         return sends
@@ -514,8 +559,7 @@ class RaftWorker:
             return
         expired = [rid for rid, r in reads.items() if r.index < 0 and now_ms - r.started_ms > READ_INDEX_TIMEOUT_MS]
         for read_id in expired:
-            leader = self.core.leader_id if self.core.leader_id != self.core.id else NO_NODE
-            out.append(wm.NotLeader(reads.pop(read_id).request_id, leader))
+            self._answer_read(reads.pop(read_id), out, done=False)
 
     def _restore(self, snapshot: Snapshot) -> None:
         self.kv.restore(snapshot.data)

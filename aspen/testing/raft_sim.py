@@ -41,7 +41,7 @@ from aspen.raft.kv import (
     encode_command,
 )
 from aspen.raft.memory_storage import MemoryStorage
-from aspen.raft.messages import ForwardedResults, ForwardedWrites, RaftMessage, decode_message, encode_message
+from aspen.raft.messages import ForwardedReads, ForwardedResults, ForwardedWrites, RaftMessage, decode_message, encode_message
 from aspen.raft.ready import ProposalDropped, Role
 from aspen.raft.types import Entry, EntryKind, Membership, Snapshot
 from aspen.testing import linearizability
@@ -602,7 +602,7 @@ class RaftSimulation:
         if node is None or not node.alive or node.core is None:
             return
         msg = decode_message(body)
-        assert not isinstance(msg, (ForwardedWrites, ForwardedResults)), "cores never send these"
+        assert not isinstance(msg, (ForwardedWrites, ForwardedReads, ForwardedResults)), "cores never send these"
         node.core.step(msg, self.now_ms)
         self._drain(node)
 

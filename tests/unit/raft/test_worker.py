@@ -12,6 +12,9 @@ from aspen.raft import kv
 from aspen.raft.config import RaftConfig
 from aspen.raft.memory_storage import MemoryStorage
 from aspen.raft.messages import (
+    STATUS_NOT_LEADER,
+    ForwardedRead,
+    ForwardedReads,
     ForwardedResult,
     ForwardedResults,
     ForwardedWrite,
@@ -314,11 +317,10 @@ def test_leader_sends_appends_before_its_fsync_but_followers_never_do() -> None:
     assert value_of(c.read(leader, "k")) == "v"
 
 
-def forward(c: Cluster, follower: int, leader: int, commands: list[kv.KvCommand]) -> list[ForwardedResult]:
-    """What a follower's I/O process does with a write (aspen.write_forwarding): send it to the
-    leader's worker as ForwardedWrites; returns the ForwardedResults addressed to `follower`."""
-    writes = [ForwardedWrite(100 + i, kv.encode_command(cmd)) for i, cmd in enumerate(commands)]
-    msg = ForwardedWrites(follower, leader, c.workers[follower].core.term, writes)
+def forwarded_results(c: Cluster, follower: int, leader: int, msg: ForwardedWrites | ForwardedReads,
+                      count: int) -> dict[int, ForwardedResult]:
+    """Hand `msg` (as the follower's I/O process sends it, aspen.forwarding) to the leader's
+    worker and run the cluster until `count` ForwardedResults came back for `follower`."""
     c.workers[leader].handle(wm.RaftReceive(follower, encode_message(msg)), c.now_ms)
     results: dict[int, ForwardedResult] = {}
     for _ in range(MAX_STEPS):
@@ -330,10 +332,18 @@ def forward(c: Cluster, follower: int, leader: int, commands: list[kv.KvCommand]
                         results.update((r.request_id, r) for r in answer.results)
                     elif m.to_node in c.workers and m.to_node not in c.down:
                         c.workers[m.to_node].handle(wm.RaftReceive(leader, m.payload), c.now_ms)
-        if len(results) == len(writes):
-            return [results[w.request_id] for w in writes]
+        if len(results) >= count:
+            return results
         c.step()
-    raise AssertionError(f"forwarded writes unanswered: {results}")
+    raise AssertionError(f"forwarded requests unanswered: {results}")
+
+
+def forward(c: Cluster, follower: int, leader: int, commands: list[kv.KvCommand]) -> list[ForwardedResult]:
+    """What a follower's I/O process does with writes: ForwardedWrites to the leader's worker."""
+    writes = [ForwardedWrite(100 + i, kv.encode_command(cmd)) for i, cmd in enumerate(commands)]
+    msg = ForwardedWrites(follower, leader, c.workers[follower].core.term, writes)
+    results = forwarded_results(c, follower, leader, msg, len(writes))
+    return [results[w.request_id] for w in writes]
 
 
 def test_a_follower_worker_refers_writes_to_its_leader_which_answers_forwarded_writes_with_results() -> None:
@@ -353,6 +363,26 @@ def test_a_follower_worker_refers_writes_to_its_leader_which_answers_forwarded_w
     stray = ForwardedResults(leader, follower, c.workers[leader].core.term, results)
     c.workers[follower].handle(wm.RaftReceive(leader, encode_message(stray)), c.now_ms)
     assert not [o for o in c.workers[follower].pump(c.now_ms) if not isinstance(o, (wm.RaftSendBatch, wm.StateUpdate))]
+
+
+def test_the_leader_serves_forwarded_reads_after_a_read_index_round_and_refuses_what_it_cannot() -> None:
+    c = formed([1, 2, 3])
+    leader = c.settle()
+    follower, other = (i for i in (1, 2, 3) if i != leader)
+    assert isinstance(c.write(leader, kv.Set("k", "v1")), wm.WriteDone)
+    get = kv.encode_command(kv.Get("k"))
+    bad = [ForwardedRead(2, b"\xc1"), ForwardedRead(3, kv.encode_command(kv.Set("x", "y")))]
+    msg = ForwardedReads(follower, leader, c.workers[follower].core.term, [ForwardedRead(1, get), *bad])
+    results = forwarded_results(c, follower, leader, msg, 3)
+    assert results[1].status == 200 and kv.decode_result(results[1].result) == kv.GetResult("v1")
+    assert results[2].status == 400 and results[3].status == 400  # garbage, not a read
+    # A follower asked in its place refers the read to the leader; nothing is served there.
+    not_leader = ForwardedReads(follower, other, 1, [ForwardedRead(9, get)])
+    c.workers[other].handle(wm.RaftReceive(follower, encode_message(not_leader)), c.now_ms)
+    answers = [decode_message(m.payload) for b in c.workers[other].pump(c.now_ms)
+               if isinstance(b, wm.RaftSendBatch) for m in b.messages if m.to_node == follower]
+    refused = [r for a in answers if isinstance(a, ForwardedResults) for r in a.results]
+    assert [(r.request_id, r.status, r.leader_id) for r in refused] == [(9, STATUS_NOT_LEADER, leader)]
 
 
 def test_writes_forwarded_to_a_node_that_lost_leadership_come_back_as_not_leader() -> None:

@@ -1,4 +1,4 @@
-"""WriteForwarder: a follower's I/O process forwarding writes to the leader over raft-rpc."""
+"""LeaderForwarder: a follower's I/O process forwarding writes and reads to the leader over raft-rpc."""
 
 from __future__ import annotations
 
@@ -11,14 +11,16 @@ from aspen.raft.messages import (
     STATUS_NOT_LEADER,
     AppendEntries,
     AppendEntriesResponse,
+    ForwardedReads,
     ForwardedResult,
     ForwardedResults,
     ForwardedWrite,
     ForwardedWrites,
+    chunk_by_size,
     decode_message,
     encode_message,
 )
-from aspen.write_forwarding import MAX_FORWARD_HOLD_MS, WriteForwarder, chunk_writes
+from aspen.forwarding import MAX_FORWARD_HOLD_MS, LeaderForwarder
 
 ME, LEADER, OTHER = 2, 1, 3
 
@@ -27,14 +29,17 @@ class Harness:
     def __init__(self) -> None:
         self.sent: list[wm.RaftSendBatch] = []
         self.term = 7
-        self.fwd = WriteForwarder(node_id=ME, term=lambda: self.term, send=self.sent.append)
+        self.fwd = LeaderForwarder(node_id=ME, term=lambda: self.term, send=self.sent.append)
 
     def forwarded(self) -> list[tuple[int, ForwardedWrites]]:
+        return [(to, msg) for to, msg in self.messages() if isinstance(msg, ForwardedWrites)]
+
+    def messages(self) -> list[tuple[int, ForwardedWrites | ForwardedReads]]:
         out = []
         for batch in self.sent:
             for m in batch.messages:
                 msg = decode_message(m.payload)
-                assert isinstance(msg, ForwardedWrites)
+                assert isinstance(msg, (ForwardedWrites, ForwardedReads))
                 out.append((m.to_node, msg))
         return out
 
@@ -122,11 +127,40 @@ async def _an_unanswered_write_gets_504_by_its_deadline_and_a_late_answer_change
 
 
 def test_large_batches_are_split_by_count_and_bytes() -> None:
+    def size(w: ForwardedWrite) -> int:
+        return len(w.command)
+
     small = [ForwardedWrite(i, b"x") for i in range(MAX_FORWARDED_WRITES + 1)]
-    assert [len(c) for c in chunk_writes(small)] == [MAX_FORWARDED_WRITES, 1]
+    assert [len(c) for c in chunk_by_size(small, size)] == [MAX_FORWARDED_WRITES, 1]
     big = [ForwardedWrite(i, b"x" * (600 * 1024)) for i in range(3)]
-    assert [len(c) for c in chunk_writes(big)] == [1, 1, 1]  # 1 MiB target: one 600 KiB write each
-    assert chunk_writes([]) == []
+    assert [len(c) for c in chunk_by_size(big, size)] == [1, 1, 1]  # 1 MiB target: one 600 KiB each
+    assert chunk_by_size([], size) == []
+
+
+def test_reads_go_with_writes_in_their_own_message_and_come_back_as_read_results() -> None:
+    asyncio.run(_reads_and_writes())
+
+
+async def _reads_and_writes() -> None:
+    h = Harness()
+    get = kv.encode_command(kv.Get("k"))
+    read = asyncio.create_task(h.fwd.forward_read(LEADER, get))
+    write = asyncio.create_task(h.fwd.forward(LEADER, command("k")))
+    for _ in range(2):
+        await asyncio.sleep(0)
+    sent = h.messages()
+    assert [type(m) for _, m in sent] == [ForwardedWrites, ForwardedReads]  # one frame, one turn
+    reads = sent[1][1]
+    assert isinstance(reads, ForwardedReads) and [r.query for r in reads.reads] == [get]
+    read_id, write_id = reads.reads[0].request_id, sent[0][1].writes[0].request_id  # type: ignore[union-attr]
+    value = kv.encode_result(kv.GetResult("v"))
+    h.answer(LEADER, [ForwardedResult(read_id, 200, value),
+                      ForwardedResult(write_id, 200, kv.encode_result(kv.WriteResult()))])
+    assert await read == wm.ReadDone(read_id, value)
+    assert isinstance(await write, wm.WriteDone)
+    # A read nobody answers is handed back as NotLeader (reads are safe to retry), not 504.
+    lost = await asyncio.wait_for(h.fwd.forward_read(LEADER, get, timeout_ms=30), 2)
+    assert isinstance(lost, wm.NotLeader) and lost.leader_id == 0
 
 
 def test_writes_wait_for_our_append_response_to_the_leader_and_go_in_front_of_it() -> None:

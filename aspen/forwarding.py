@@ -1,20 +1,24 @@
-"""WriteForwarder: a follower's I/O process sends client writes to the leader's worker itself.
+"""LeaderForwarder: a follower's I/O process sends client writes and reads to the leader's worker.
 
 A write that reaches a follower goes to the leader as `ForwardedWrites` (etcd's MsgProp) on the
 raft-rpc stream, with the node's other Raft messages; the leader's worker proposes each and
-answers with `ForwardedResults` once applied. The follower's own worker takes no part: asking it
-to forward cost two ring crossings and two worker wake-ups per batch, and on a busy 2-core box
-each process hop is a scheduling delay (perf/kv_bench.py, c=16).
+answers with `ForwardedResults` once applied. A linearizable read goes as `ForwardedReads`: the
+leader runs ReadIndex for it and answers with the result once its state machine reached the read
+index. The follower's own worker takes no part: asking it cost two ring crossings and two worker
+wake-ups per batch, and on a busy 2-core box each process hop is a scheduling delay
+(perf/kv_bench.py, c=16).
 
-Writes arriving in one event-loop turn go to one leader as one message (bounded by
+Requests arriving in one event-loop turn go to one leader as one message of each kind (bounded by
 MAX_FORWARDED_WRITES / FORWARDED_WRITES_TARGET_SIZE). While our worker owes that leader an
-answer to an AppendEntries (it is persisting the entries), the writes wait, at most
+answer to an AppendEntries (it is persisting the entries), they wait, at most
 MAX_FORWARD_HOLD_MS, and go with that AppendEntriesResponse, in the same frame and datagram: the
 leader holds its next append to us until that response (aspen.raft.leader, hold_partial_appends),
 so writes sent with it are proposed in time for that very append. At c=16 one message per write
-was the forwarding's cost (a datagram each way per write, perf/kv_bench.py). A write with no answer within its
-deadline (at most FORWARDED_WRITE_TIMEOUT_MS) is answered 504: it may or may not have been applied (the leader
-died, or the connection dropped the message or its answer), so it is not retried for the client.
+was the forwarding's cost (a datagram each way per write, perf/kv_bench.py).
+
+A write with no answer within its deadline (at most FORWARDED_WRITE_TIMEOUT_MS) is answered 504:
+it may or may not have been applied (the leader died, or the connection dropped the message or
+its answer), so it is not retried for the client; a read is answered NotLeader and retried.
 Answers are matched by request id *and* by the node that was asked, so a stray or forged
 ForwardedResults from another member resolves nothing.
 
@@ -28,19 +32,20 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 
 from aspen import worker_messages as wm
 from aspen.errors import WireDecodeError
 from aspen.raft.messages import (
-    FORWARDED_WRITES_TARGET_SIZE,
-    MAX_FORWARDED_WRITES,
     STATUS_NOT_LEADER,
+    ForwardedRead,
+    ForwardedReads,
     ForwardedResults,
     ForwardedWrite,
     ForwardedWrites,
+    chunk_by_size,
     decode_message,
     encode_message,
 )
@@ -66,25 +71,17 @@ class _Pending:
     leader_id: int
     deadline_s: float  # time.monotonic() after which it is answered 504
     future: asyncio.Future[wm.FromWorker]
+    is_read: bool
 
 
-def chunk_writes(writes: list[ForwardedWrite]) -> list[list[ForwardedWrite]]:
-    """Split writes into messages of at most MAX_FORWARDED_WRITES and, beyond one write,
-    FORWARDED_WRITES_TARGET_SIZE command bytes."""
-    chunks: list[list[ForwardedWrite]] = []
-    start = 0
-    while start < len(writes):
-        end, size = start, 0
-        while end < len(writes) and end - start < MAX_FORWARDED_WRITES and \
-                (end == start or size + len(writes[end].command) <= FORWARDED_WRITES_TARGET_SIZE):
-            size += len(writes[end].command)
-            end += 1
-        chunks.append(writes[start:end])
-        start = end
-    return chunks
+@dataclass
+class _Outbox:
+    writes: list[ForwardedWrite] = field(default_factory=list)
+    reads: list[ForwardedRead] = field(default_factory=list)
+    since: float | None = None  # when its oldest request was first held
 
 
-class WriteForwarder:
+class LeaderForwarder:
     """Forwards client writes to a leader over raft-rpc and matches the answers (module doc)."""
 
     def __init__(self, *, node_id: int, term: Callable[[], int],
@@ -94,8 +91,7 @@ class WriteForwarder:
         self._send = send
         self._next_id = 1
         self._pending: dict[int, _Pending] = {}
-        self._outbox: dict[int, list[ForwardedWrite]] = {}
-        self._held_since: dict[int, float] = {}  # leader -> when its oldest held write arrived
+        self._outbox: dict[int, _Outbox] = {}
         self._append_owed: dict[int, float] = {}  # leader -> when it sent the append we owe an answer
         self._hold_timer: asyncio.TimerHandle | None = None
         self._hold_at = 0.0  # when `_hold_timer` fires (monotonic)
@@ -109,20 +105,32 @@ class WriteForwarder:
 
     async def forward(self, leader_id: int, command: bytes,
                       timeout_ms: int = FORWARDED_WRITE_TIMEOUT_MS) -> wm.FromWorker:
-        """Send `command` to `leader_id`'s worker; its answer as the local worker would give it:
-        WriteDone, NotLeader (nothing was proposed: retry) or ErrorReply (504 after
-        min(timeout_ms, FORWARDED_WRITE_TIMEOUT_MS) without an answer)."""
-        loop = asyncio.get_running_loop()
+        """Send write `command` to `leader_id`'s worker; its answer as the local worker would
+        give it: WriteDone, NotLeader (nothing was proposed: retry) or ErrorReply (504 after
+        min(timeout_ms, FORWARDED_WRITE_TIMEOUT_MS) without an answer: outcome unknown)."""
         rid = self._next_id
         self._next_id += 1
+        self._outbox.setdefault(leader_id, _Outbox()).writes.append(ForwardedWrite(rid, command))
+        return await self._wait(rid, leader_id, timeout_ms, is_read=False)
+
+    async def forward_read(self, leader_id: int, query: bytes,
+                           timeout_ms: int = FORWARDED_WRITE_TIMEOUT_MS) -> wm.FromWorker:
+        """Send linearizable read `query` (an encoded Get or Scan) to `leader_id`'s worker:
+        ReadDone, NotLeader (retry) or ErrorReply."""
+        rid = self._next_id
+        self._next_id += 1
+        self._outbox.setdefault(leader_id, _Outbox()).reads.append(ForwardedRead(rid, query))
+        return await self._wait(rid, leader_id, timeout_ms, is_read=True)
+
+    async def _wait(self, rid: int, leader_id: int, timeout_ms: int, *, is_read: bool) -> wm.FromWorker:
+        loop = asyncio.get_running_loop()
         future: asyncio.Future[wm.FromWorker] = loop.create_future()
-        wait_s = min(timeout_ms, FORWARDED_WRITE_TIMEOUT_MS) / 1000
-        self._pending[rid] = _Pending(leader_id, time.monotonic() + wait_s, future)
-        self._outbox.setdefault(leader_id, []).append(ForwardedWrite(rid, command))
+        deadline_s = time.monotonic() + min(timeout_ms, FORWARDED_WRITE_TIMEOUT_MS) / 1000
+        self._pending[rid] = _Pending(leader_id, deadline_s, future, is_read)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
-        self._arm(self._pending[rid].deadline_s)
+        self._arm(deadline_s)
         try:
             return await future
         finally:
@@ -136,8 +144,8 @@ class WriteForwarder:
         hold_s = MAX_FORWARD_HOLD_MS / 1000
         due: list[int] = []
         next_due: float | None = None
-        for leader_id in self._outbox:
-            since = self._held_since.setdefault(leader_id, now)
+        for leader_id, box in self._outbox.items():
+            since = box.since = now if box.since is None else box.since
             owed = self._append_owed.get(leader_id)
             if owed is None or now - owed >= hold_s or now - since >= hold_s:
                 due.append(leader_id)
@@ -160,12 +168,16 @@ class WriteForwarder:
             return
         term = self._term()
         sends: list[wm.RaftSend] = []
+        me = self._node_id
         for leader_id in leaders:
-            writes = self._outbox.pop(leader_id, None)
-            self._held_since.pop(leader_id, None)
-            for chunk in chunk_writes(writes or []):
-                payload = encode_message(ForwardedWrites(self._node_id, leader_id, term, chunk))
-                sends.append(wm.RaftSend(leader_id, payload, len(payload) >= wm.LARGE_MESSAGE_SIZE))
+            box = self._outbox.pop(leader_id, None)
+            if box is None:
+                continue
+            payloads = [encode_message(ForwardedWrites(me, leader_id, term, chunk))
+                        for chunk in chunk_by_size(box.writes, _command_size)]
+            payloads += [encode_message(ForwardedReads(me, leader_id, term, chunk))
+                         for chunk in chunk_by_size(box.reads, _query_size)]
+            sends += [wm.RaftSend(leader_id, p, len(p) >= wm.LARGE_MESSAGE_SIZE) for p in payloads]
         for start in range(0, len(sends), wm.MAX_RAFT_BATCH_MESSAGES):
             self._send(wm.RaftSendBatch(sends[start:start + wm.MAX_RAFT_BATCH_MESSAGES]))
 
@@ -181,7 +193,8 @@ class WriteForwarder:
         self._send_to(answered)
 
     def _expire(self) -> None:
-        """Answer 504 every write past its deadline; re-arm for the earliest remaining one."""
+        """Answer every request past its deadline, a write 504 (its outcome is unknown), a read
+        NotLeader (retried once a leader is known); re-arm for the earliest remaining one."""
         self._expiry = None
         now = time.monotonic()
         earliest: float | None = None
@@ -191,7 +204,7 @@ class WriteForwarder:
                 continue
             del self._pending[rid]
             if not pending.future.done():
-                pending.future.set_result(wm.ErrorReply(
+                pending.future.set_result(wm.NotLeader(rid, 0) if pending.is_read else wm.ErrorReply(
                     rid, f"no answer from leader {pending.leader_id} in time; the write may or may not "
                          "have been applied", 504))
         if earliest is not None:
@@ -240,7 +253,7 @@ class WriteForwarder:
             rid = result.request_id
             reply: wm.FromWorker
             if result.status == 200:
-                reply = wm.WriteDone(rid, result.result)
+                reply = wm.ReadDone(rid, result.result) if pending.is_read else wm.WriteDone(rid, result.result)
             elif result.status == STATUS_NOT_LEADER:
                 leader = result.leader_id if result.leader_id != self._node_id else 0
                 reply = wm.NotLeader(rid, leader)  # nothing was proposed: the caller retries
@@ -257,12 +270,20 @@ class WriteForwarder:
             self._hold_timer.cancel()
             self._hold_timer = None
         self._outbox.clear()
-        self._held_since.clear()
         for rid, pending in self._pending.items():
             if not pending.future.done():
-                pending.future.set_result(wm.ErrorReply(rid, "node stopping; the write may or may not "
-                                                             "have been applied", 504))
+                pending.future.set_result(
+                    wm.ErrorReply(rid, "node stopping", 503) if pending.is_read else
+                    wm.ErrorReply(rid, "node stopping; the write may or may not have been applied", 504))
         self._pending.clear()
 
 
-__all__ = ["WriteForwarder", "FORWARDED_WRITE_TIMEOUT_MS", "MAX_FORWARD_HOLD_MS", "chunk_writes"]
+def _command_size(write: ForwardedWrite) -> int:
+    return len(write.command)
+
+
+def _query_size(read: ForwardedRead) -> int:
+    return len(read.query)
+
+
+__all__ = ["LeaderForwarder", "FORWARDED_WRITE_TIMEOUT_MS", "MAX_FORWARD_HOLD_MS"]
