@@ -1,6 +1,7 @@
 """Cluster KV throughput and latency over HTTP: a 3-node Aspen cluster vs a 3-member etcd.
 
-Both systems run on loopback in the same run, durable (Aspen's disk storage fsyncs before it
+Both systems run on loopback in the same run (both up; rows interleaved, the order alternating
+row by row, so the shared machine's drift does not land in the ratios), durable (Aspen's disk storage fsyncs before it
 acknowledges; etcd fsyncs its WAL), and are driven by the same aiohttp load generator: a fixed
 number of concurrent workers, each sending one request at a time for a fixed duration after a
 warm-up, 100-byte values, a distinct key per write, requests spread round-robin over the three
@@ -438,47 +439,87 @@ class Measured:
     fsyncs_per_write: float | None = None
 
 
-async def measure_system(system: System, duration_s: float, profile: Callable[[], None] | None,
-                         log: Callable[[str], None]) -> dict[str, Measured]:
-    out: dict[str, Measured] = {}
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
-    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        read_keys: list[str] = []
-        run = f"b{os.getpid()}"
+@dataclass(frozen=True)
+class RowSpec:
+    label: str
+    concurrency: int
+    is_read: bool
+    leader_only: bool = False
 
-        async def one(label: str, urls: list[str], concurrency: int, is_read: bool,
-                      hook: Callable[[], None] | None = None) -> None:
-            common = dict(concurrency=concurrency, is_read=is_read, read_keys=read_keys)
-            await run_load(session, system.target, urls, duration_s=WARMUP_S,
-                           prefix=f"{run}/{label}/warm", **common)  # type: ignore[arg-type]
-            fsyncs_before = None if is_read else system.leader_fsyncs()
-            if hook is not None:
-                hook()
-            cpu_before = cpu_seconds(system.pids())
-            res = await run_load(session, system.target, urls, duration_s=duration_s,
-                                 prefix=f"{run}/{label}", keep_keys=not is_read, **common)  # type: ignore[arg-type]
-            cpu_ms = (cpu_seconds(system.pids()) - cpu_before) * 1000 / max(1, res.ops)
-            m = Measured(res.rate, res.percentile_ms(0.50), res.percentile_ms(0.99), res.errors, cpu_ms)
-            if fsyncs_before is not None and res.ops:
-                after = system.leader_fsyncs()
-                if after is not None:
-                    m.fsyncs_per_write = (after - fsyncs_before) / res.ops
-            if not is_read and len(read_keys) < MAX_READ_KEYS:
-                read_keys.extend(res.keys[:MAX_READ_KEYS - len(read_keys)])
-            out[label] = m
-            extra = f", {m.fsyncs_per_write:.3f} fsyncs/write" if m.fsyncs_per_write is not None else ""
-            log(f"  {system.name} {label}: {m.rate:,.0f}/s p50 {m.p50_ms:.1f} ms p99 {m.p99_ms:.1f} ms, "
-                f"{m.cpu_ms_per_op:.2f} CPU ms/op, {res.errors} errors{extra}" + (f" e.g. {res.error_samples}" if res.error_samples else ""))
 
-        for c in WRITE_CONCURRENCIES:
-            await one(f"writes c={c}", system.urls, c, False, profile if c == 64 else None)
-        for c in READ_CONCURRENCIES:
-            await one(f"lin reads c={c}", system.urls, c, True)
-        leader = [system.leader_url()]
-        await one("writes c=64 (leader only)", leader, 64, False)
-        await one("lin reads c=64 (leader only)", leader, 64, True)
-    return out
+ROWS = ([RowSpec(f"writes c={c}", c, False) for c in WRITE_CONCURRENCIES]
+        + [RowSpec(f"lin reads c={c}", c, True) for c in READ_CONCURRENCIES]
+        + [RowSpec("writes c=64 (leader only)", 64, False, True),
+           RowSpec("lin reads c=64 (leader only)", 64, True, True)])
+
+
+class Runner:
+    """Measures one system row by row (its own HTTP session and the keys its writes made)."""
+
+    def __init__(self, system: System, duration_s: float, profile: Callable[[], None] | None,
+                 log: Callable[[str], None]) -> None:
+        self.system = system
+        self.duration_s = duration_s
+        self.profile = profile
+        self.log = log
+        self.results: dict[str, Measured] = {}
+        self.read_keys: list[str] = []
+        self.run_id = f"b{os.getpid()}"
+        self.session: aiohttp.ClientSession | None = None
+
+    async def open(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+        self.session = aiohttp.ClientSession(connector=connector,
+                                             timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    async def row(self, spec: RowSpec) -> None:
+        system, session = self.system, self.session
+        assert session is not None
+        label, is_read = spec.label, spec.is_read
+        urls = [system.leader_url()] if spec.leader_only else system.urls
+        hook = self.profile if label == "writes c=64" else None
+        common = dict(concurrency=spec.concurrency, is_read=is_read, read_keys=self.read_keys)
+        await run_load(session, system.target, urls, duration_s=WARMUP_S,
+                       prefix=f"{self.run_id}/{label}/warm", **common)  # type: ignore[arg-type]
+        fsyncs_before = None if is_read else system.leader_fsyncs()
+        if hook is not None:
+            hook()
+        cpu_before = cpu_seconds(system.pids())
+        res = await run_load(session, system.target, urls, duration_s=self.duration_s,
+                             prefix=f"{self.run_id}/{label}", keep_keys=not is_read, **common)  # type: ignore[arg-type]
+        cpu_ms = (cpu_seconds(system.pids()) - cpu_before) * 1000 / max(1, res.ops)
+        m = Measured(res.rate, res.percentile_ms(0.50), res.percentile_ms(0.99), res.errors, cpu_ms)
+        if fsyncs_before is not None and res.ops:
+            after = system.leader_fsyncs()
+            if after is not None:
+                m.fsyncs_per_write = (after - fsyncs_before) / res.ops
+        if not is_read and len(self.read_keys) < MAX_READ_KEYS:
+            self.read_keys.extend(res.keys[:MAX_READ_KEYS - len(self.read_keys)])
+        self.results[label] = m
+        extra = f", {m.fsyncs_per_write:.3f} fsyncs/write" if m.fsyncs_per_write is not None else ""
+        self.log(f"  {system.name} {label}: {m.rate:,.0f}/s p50 {m.p50_ms:.1f} ms p99 {m.p99_ms:.1f} ms, "
+                 f"{m.cpu_ms_per_op:.2f} CPU ms/op, {res.errors} errors{extra}"
+                 + (f" e.g. {res.error_samples}" if res.error_samples else ""))
+
+
+async def measure_interleaved(runners: list[Runner]) -> None:
+    """Every row on every system back to back, the order alternating from row to row: the
+    shared machine's speed drifts over minutes, and measuring one system's rows after the
+    other's put that drift into the ratios (etcd c=16 ranged 1,085-1,334 writes/s across runs).
+    The system not being measured stays up, idle."""
+    for runner in runners:
+        await runner.open()
+    try:
+        for n, spec in enumerate(ROWS):
+            for runner in (runners if n % 2 == 0 else list(reversed(runners))):
+                await runner.row(spec)
+    finally:
+        for runner in runners:
+            await runner.close()
 
 
 def build_rows(aspen: dict[str, Measured], etcd: dict[str, Measured] | None) -> list[Row]:
@@ -536,9 +577,11 @@ def main() -> int:
     notes: list[str] = []
     base_dir = Path(tempfile.mkdtemp(prefix="aspen-kv-bench-"))
     systems: list[System] = []
+    runners: list[Runner] = []
     aspen_res: dict[str, Measured] = {}
     etcd_res: dict[str, Measured] | None = None
     profile_text: list[str] = []
+    holder: list[Profiler] = []
     try:
         if not args.etcd_only:
             log(f"starting {NODES} Aspen nodes under {base_dir} ...")
@@ -548,7 +591,6 @@ def main() -> int:
             if args.profile_dir:
                 prof_dir = Path(args.profile_dir)
                 prof_dir.mkdir(parents=True, exist_ok=True)
-                holder: list[Profiler] = []
 
                 def profile_hook() -> None:
                     io_pid, worker_pid = aspen.leader_pids()
@@ -558,12 +600,7 @@ def main() -> int:
                     log(f"  py-spy on {pids} for {duration_s:.0f} s")
                     holder.append(Profiler(prof_dir, pids, duration_s))
 
-            aspen_res = asyncio.run(measure_system(aspen, duration_s, profile_hook, log))
-            if args.profile_dir:
-                for prof in holder:
-                    prof.wait()
-                    profile_text += [summarize_profile(f, duration_s) for f in prof.files.values()]
-            aspen.stop()
+            runners.append(Runner(aspen, duration_s, profile_hook, log))
         if not args.nodes_only:
             if etcd_binary is None:
                 notes.append("etcd not installed (Debian: apt-get install etcd-server): no baseline")
@@ -571,8 +608,16 @@ def main() -> int:
                 log(f"starting a {NODES}-member etcd ({etcd_binary}) ...")
                 etcd = EtcdSystem(base_dir / "etcd", etcd_binary)
                 systems.append(etcd)
-                etcd_res = asyncio.run(measure_system(etcd, duration_s, None, log))
-                etcd.stop()
+                runners.append(Runner(etcd, duration_s, None, log))
+        asyncio.run(measure_interleaved(runners))
+        for runner in runners:
+            if runner.system.name == "etcd":
+                etcd_res = runner.results
+            else:
+                aspen_res = runner.results
+        for prof in holder:
+            prof.wait()
+            profile_text += [summarize_profile(f, duration_s) for f in prof.files.values()]
     except KeyboardInterrupt:
         log("interrupted; stopping everything")
         return 130
