@@ -60,6 +60,7 @@ from aspen.raft.types import (
     HardState,
     LogCompacted,
     LogUnavailable,
+    limit_entries_size,
 )
 from aspen.units import MiB
 from aspen.wire import MAX_RPC_MESSAGE_SIZE
@@ -83,6 +84,11 @@ MAX_ENTRY_SIZE = MAX_RPC_MESSAGE_SIZE
 MAX_LOG_ENTRIES = 512 * 1024
 # Segment files (and open descriptors): 1024 x 64 MiB = 64 GiB of log. guess: revisit.
 MAX_SEGMENTS = 1024
+# The most recently synced entries are also kept in memory, up to this many bytes of data, and
+# `entries()` serves them from there: a leader reads every new entry back right after its sync
+# (one append per follower, then the apply), which cost a pread and a crc check per read (three
+# per batch in perf/kv_bench.py). Older entries (a lagging follower) come from disk.
+MAX_RECENT_ENTRIES_SIZE = 4 * MiB
 # A segment is at most MAX_SEGMENT_SIZE, or one header plus one frame if a single frame is bigger.
 MAX_SEGMENT_FILE_SIZE = MAX_SEGMENT_SIZE + MAX_FRAME_SIZE
 
@@ -222,6 +228,11 @@ class SegmentLog:
         self._pending: list[Entry] = []
         self._pending_size_bytes = 0
         self._pending_hard_state: HardState | None = None
+        # A copy of the durable log's tail [_recent_start, durable_last_index] (see
+        # MAX_RECENT_ENTRIES_SIZE); empty after recovery, filled by syncs.
+        self._recent: list[Entry] = []
+        self._recent_start = 1
+        self._recent_size_bytes = 0
         self.sync_count = 0
         self.truncated_tail_bytes = 0
         self.deleted_segment_count = 0
@@ -406,6 +417,9 @@ class SegmentLog:
         return out
 
     def _read_durable(self, lo: int, hi: int, max_size_bytes: int) -> list[Entry]:
+        recent_start = self._recent_start
+        if recent_start <= lo and hi <= recent_start + len(self._recent):
+            return limit_entries_size(self._recent[lo - recent_start:hi - recent_start], max_size_bytes)
         locs = self._locs[lo - self._start:hi - self._start]
         total_bytes = 0
         count = 0
@@ -617,12 +631,47 @@ class SegmentLog:
                 self._drop_prefix(base_index + 1 - self._start)
         elif base_index == self._base_index:
             self._base_term = base_term
+        self._remember_recent(first, entries)
 
     def _drop_prefix(self, count: int) -> None:
         for loc in self._locs[:count]:
             self._live[loc[2]] -= 1
         del self._locs[:count]
         self._start += count
+
+    def _remember_recent(self, first: int, entries: list[Entry]) -> None:
+        """Keep the synced frame's entries (from index `first`) as the in-memory tail, which
+        must stay exactly the durable log's suffix: cut where the frame overwrote, restart on
+        a gap, then drop the oldest beyond MAX_RECENT_ENTRIES_SIZE and below the log start."""
+        recent = self._recent
+        end = self._recent_start + len(recent)
+        if not recent or first < self._recent_start or first > end:
+            recent.clear()
+            self._recent_start = first
+            self._recent_size_bytes = 0
+        elif first < end:
+            cut = first - self._recent_start
+            self._recent_size_bytes -= sum(len(e.data) for e in recent[cut:])
+            del recent[cut:]
+        recent.extend(entries)
+        self._recent_size_bytes += sum(len(e.data) for e in entries)
+        self._trim_recent()
+
+    def _trim_recent(self) -> None:
+        recent = self._recent
+        drop = max(0, self._start - self._recent_start)  # compacted away, or never durable here
+        size_bytes = self._recent_size_bytes
+        for entry in recent[:drop]:
+            size_bytes -= len(entry.data)
+        # Trim in chunks (a quarter of the budget) so the list is not shifted on every sync.
+        if size_bytes > MAX_RECENT_ENTRIES_SIZE:
+            while drop < len(recent) and size_bytes > MAX_RECENT_ENTRIES_SIZE * 3 // 4:
+                size_bytes -= len(recent[drop].data)
+                drop += 1
+        if drop:
+            del recent[:drop]
+            self._recent_start += drop
+            self._recent_size_bytes = size_bytes
 
     def _segment_for(self, frame_size_bytes: int) -> int:
         """The seq of the segment the next frame goes to, rotating to a new one when full."""

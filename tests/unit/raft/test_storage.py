@@ -245,7 +245,8 @@ def test_corruption_in_a_sealed_segment_is_a_loud_error(store_dir: str, monkeypa
         DurableStorage(store_dir)
 
 
-def test_corruption_after_open_is_caught_on_read(store_dir: str) -> None:
+def test_corruption_after_open_is_caught_on_read(store_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(segment_log, "MAX_RECENT_ENTRIES_SIZE", 0)  # every read goes to disk
     store = DurableStorage(store_dir)
     store.append(entries(1, 50))
     store.sync()
@@ -255,6 +256,27 @@ def test_corruption_after_open_is_caught_on_read(store_dir: str) -> None:
     with open(seg, "r+b") as fh:
         fh.write(data)
     assert store.entries(1, 50, ALL_BYTES) == entries(1, 49)
+    with pytest.raises(StorageError, match=r"entry 50 at offset \d+ is corrupt"):
+        store.entries(45, 51, ALL_BYTES)
+    store.close()
+
+
+def test_recent_entries_come_from_memory_and_older_ones_from_disk(store_dir: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(segment_log, "MAX_RECENT_ENTRIES_SIZE", 4000)
+    store = DurableStorage(store_dir)
+    store.append(entries(1, 50))
+    store.sync()
+    seg = segments(store_dir)[0]
+    data = bytearray(Path(seg).read_bytes())
+    data[-5] ^= 0x10  # inside entry 50's data, after it was synced
+    with open(seg, "r+b") as fh:
+        fh.write(data)
+    assert store.entries(45, 51, ALL_BYTES) == entries(45, 50)  # the copy kept in memory
+    for lo in range(51, 400, 50):  # later batches push entry 50 out of the in-memory tail
+        store.append(entries(lo, lo + 49))
+        store.sync()
+    assert store.entries(400, 401, ALL_BYTES) == entries(400, 400)
     with pytest.raises(StorageError, match=r"entry 50 at offset \d+ is corrupt"):
         store.entries(45, 51, ALL_BYTES)
     store.close()
@@ -347,6 +369,7 @@ def test_random_operations_and_crashes_against_a_model(store_dir: str, monkeypat
     tails; after every reopen the durable state equals the model of what was synced."""
     monkeypatch.setattr(segment_log, "MAX_SEGMENT_SIZE", 4096)
     rng = random.Random(seed)
+    monkeypatch.setattr(segment_log, "MAX_RECENT_ENTRIES_SIZE", rng.choice([300, 3000]))
     torn_bytes = deleted_segments = reopens = 0
     durable: dict[int, Entry] = {}
     hard = HardState()
@@ -405,6 +428,8 @@ def test_behaves_like_memory_storage(store_dir: str, monkeypatch: pytest.MonkeyP
     memory_storage = pytest.importorskip("aspen.raft.memory_storage")
     monkeypatch.setattr(segment_log, "MAX_SEGMENT_SIZE", 4096)
     rng = random.Random(seed)
+    # A small in-memory tail, so reads mix memory and disk through overwrites and compactions.
+    monkeypatch.setattr(segment_log, "MAX_RECENT_ENTRIES_SIZE", rng.choice([0, 200, 1500]))
     mem = memory_storage.MemoryStorage(ONE)
     disk = DurableStorage(store_dir, bootstrap=ONE)
     term = 1
