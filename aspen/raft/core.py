@@ -298,7 +298,10 @@ class RaftCore(LeaderMixin):
         for added in membership.voters - old.voters:
             pr = self.progress.get(added)
             match = pr.match if pr is not None else 0
-            if match + self._cfg.max_learner_lag_entries < last:
+            # A learner that never acknowledged anything (match 0) is not "within the lag" of a
+            # short log: it may not even be running. Promoted, it would be a voter that knows
+            # no cluster (a write sent to it was answered "not initialized").
+            if match == 0 or match + self._cfg.max_learner_lag_entries < last:
                 raise ProposalDropped("learner_lagging", self.leader_id)
         index = last + 1
         self._append_local([Entry(self.term, index, EntryKind.CONFIG, encode_membership(membership))])

@@ -384,6 +384,16 @@ def test_membership_change_rules() -> None:
         leader.change_membership(members(1, 2, 3, 4), 0)  # 4 never acked anything
 
 
+def test_a_learner_that_never_answered_is_not_promoted_even_on_a_short_log() -> None:
+    net = Net(3)  # max_learner_lag_entries 100: any learner is "within the lag" of this log
+    leader = net.elect(1)
+    leader.change_membership(members(1, 2, 3, learners=(4,)), 0)
+    net.pump()  # node 4 does not exist: nothing it was sent is ever acknowledged
+    assert leader.progress[4].match == 0 and leader.last_index < 100
+    with pytest.raises(ProposalDropped, match="learner_lagging"):
+        leader.change_membership(members(1, 2, 3, 4), 0)
+
+
 def test_removed_leader_steps_down_after_the_change_commits() -> None:
     net = Net(3)
     leader = net.elect(1)
