@@ -111,6 +111,7 @@ class ClusterService:
         self._rpc = rpc
         self._forwards = Counter("aspen_forwarded_requests", "client requests forwarded to the leader",
                                  ["kind"], registry=registry)
+        self._forward_counters: dict[str, Counter] = {}
         self._refused = Counter("aspen_client_forward_refused", "forwarded requests refused by reason",
                                 ["reason"], registry=registry)
         self._errors = Counter("aspen_errors", "errors by type (storage, network, rpc)", ["type"],
@@ -127,8 +128,8 @@ class ClusterService:
         trip and a worker wake-up per forwarded write (measured in perf/kv_bench.py)."""
         deadline = time.monotonic() + CLIENT_REQUEST_TIMEOUT_MS / 1000
         target = self._node_id
-        if needs_leader and self._view.leader_id and self._view.addr_of(self._view.leader_id) is not None:
-            target = self._view.leader_id
+        if needs_leader and self._view.leader_id:
+            target = self._view.leader_id  # `_forward` answers 502 if its address is unknown
         hints = busy = 0
         last_busy: wm.ErrorReply | None = None
         while hints < MAX_FORWARD_ATTEMPTS and busy < MAX_BUSY_RETRIES:
@@ -166,7 +167,11 @@ class ClusterService:
         addr = self._view.addr_of(leader_id)
         if addr is None:
             raise ApiError(502, f"leader is node {leader_id} but its address is unknown here")
-        self._forwards.labels(type(message).__name__).inc()
+        kind = type(message).__name__
+        counter = self._forward_counters.get(kind)
+        if counter is None:  # labels() hashes and locks on every call: one lookup per kind
+            counter = self._forward_counters[kind] = self._forwards.labels(kind)
+        counter.inc()
         forwarder = self._leader_forwarder
         if forwarder is not None:
             if isinstance(message, wm.ClientWrite):
