@@ -5,8 +5,8 @@ row by row, so the shared machine's drift does not land in the ratios), durable 
 acknowledges; etcd fsyncs its WAL), and are driven by the same aiohttp load generator: a fixed
 number of concurrent workers, each sending one request at a time for a fixed duration after a
 warm-up, 100-byte values, a distinct key per write, requests spread round-robin over the three
-nodes (any node accepts writes and forwards them to the leader; followers serve linearizable
-reads through ReadIndex). etcd is driven through its JSON gateway (grpc-gateway: POST
+nodes (any node accepts writes and linearizable reads and forwards them to the leader, which
+answers reads after a ReadIndex round). etcd is driven through its JSON gateway (grpc-gateway: POST
 /v3/kv/put with base64 key/value, POST /v3/kv/range, serializable=false = linearizable).
 
 Rows (value = Aspen, baseline = etcd when `etcd` is installed — Debian package etcd-server):
