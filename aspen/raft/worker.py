@@ -46,7 +46,6 @@ from aspen.raft.messages import (
     ForwardedWrites,
     chunk_by_size,
     InstallSnapshot,
-    PeerMessage,
     decode_message,
     encode_message,
 )
@@ -139,7 +138,6 @@ class RaftWorker:
         self._waiters = _Waiters()
         # Results of writes followers forwarded, per follower, sent at the end of the pump.
         self._results_out: dict[int, list[ForwardedResult]] = {}
-        self._replies: list[wm.FromWorker] = []  # answers found while handling input, out at pump
         self._plan: _MembershipPlan | None = None
         self._next_read_id = 1
         self._applied_term = snapshot.meta.term
@@ -204,15 +202,11 @@ class RaftWorker:
 
     def _propose_forwarded(self, msg: ForwardedWrites, now_ms: int) -> None:
         """Leader: propose a follower's writes; each is answered when applied or refused."""
-        if msg.to_id != self.core.id or msg.from_id not in self.core.membership.members():
-            return  # only members forward (the I/O process authenticated them as that node)
+        if not self._accepts_forwarded(msg.from_id, msg.to_id):
+            return
         for write in msg.writes:
-            refusal: ForwardedResult | None = None
-            if not self.core.is_leader:
-                refusal = ForwardedResult(write.request_id, STATUS_NOT_LEADER, leader_id=self.core.leader_id)
-            elif self._waiters.count() >= MAX_PENDING_CLIENT_REQUESTS:
-                refusal = ForwardedResult(write.request_id, 503, message="too many requests in flight on the leader")
-            else:
+            refusal = self._forwarded_refusal(write.request_id)
+            if refusal is None:
                 try:
                     term, index = self.core.propose(write.command, now_ms)
                 except ProposalDropped as exc:
@@ -228,26 +222,46 @@ class RaftWorker:
 
     def _serve_forwarded_reads(self, msg: ForwardedReads, now_ms: int) -> None:
         """Leader: run ReadIndex for a follower's reads; each is answered once applied, or refused."""
-        if msg.to_id != self.core.id or msg.from_id not in self.core.membership.members():
-            return  # only members forward (the I/O process authenticated them as that node)
+        if not self._accepts_forwarded(msg.from_id, msg.to_id):
+            return
         for read in msg.reads:
-            refusal: ForwardedResult | None = None
-            if not self.core.is_leader:
-                refusal = ForwardedResult(read.request_id, STATUS_NOT_LEADER, leader_id=self.core.leader_id)
-            elif self._waiters.count() >= MAX_PENDING_CLIENT_REQUESTS:
-                refusal = ForwardedResult(read.request_id, 503, message="too many requests in flight on the leader")
-            else:
+            refusal = self._forwarded_refusal(read.request_id)
+            if refusal is None:
                 try:
                     query = kv.decode_command(read.query)
                 except WireDecodeError as exc:
-                    query = None
                     refusal = ForwardedResult(read.request_id, 400, message=str(exc))
-                if query is not None and not isinstance(query, (kv.Get, kv.Scan)):
-                    refusal = ForwardedResult(read.request_id, 400, message="not a read query")
-                elif isinstance(query, (kv.Get, kv.Scan)):
-                    self._start_read(read.request_id, query, now_ms, origin=msg.from_id)
+                else:
+                    if isinstance(query, (kv.Get, kv.Scan)):
+                        self._start_read(read.request_id, query, now_ms, origin=msg.from_id)
+                    else:
+                        refusal = ForwardedResult(read.request_id, 400, message="not a read query")
             if refusal is not None:
                 self._results_out.setdefault(msg.from_id, []).append(refusal)
+
+    def _accepts_forwarded(self, from_id: int, to_id: int) -> bool:
+        # Only members forward (the I/O process authenticated the sender as that node).
+        return to_id == self.core.id and from_id in self.core.membership.members()
+
+    def _forwarded_refusal(self, request_id: int) -> ForwardedResult | None:
+        """Why a forwarded request cannot even be tried here (not the leader, too busy), if so."""
+        if not self.core.is_leader:
+            return ForwardedResult(request_id, STATUS_NOT_LEADER, leader_id=self.core.leader_id)
+        if self._waiters.count() >= MAX_PENDING_CLIENT_REQUESTS:
+            return ForwardedResult(request_id, 503, message="too many requests in flight on the leader")
+        return None
+
+    def _leader_hint(self) -> int:
+        """The leader to retry at: NO_NODE when none is known or this node just stopped leading."""
+        return self.core.leader_id if self.core.leader_id != self.core.id else NO_NODE
+
+    def _fail(self, origin: int, request_id: int, status: int, message: str, out: list[wm.FromWorker]) -> None:
+        """Answer a request with an error: a ForwardedResult to the follower it came from
+        (`origin`), else an ErrorReply to our I/O process."""
+        if origin:
+            self._results_out.setdefault(origin, []).append(ForwardedResult(request_id, status, message=message))
+        else:
+            out.append(wm.ErrorReply(request_id, message, status))
 
     def _start_read(self, rid: int, query: kv.Get | kv.Scan, now_ms: int, origin: int = 0) -> None:
         read_id = self._next_read_id
@@ -257,7 +271,7 @@ class RaftWorker:
 
     def _answer_read(self, pending: _PendingRead, out: list[wm.FromWorker], *, done: bool) -> None:
         """`done`: the read index is applied, serve it; else no leader confirmed it: retry."""
-        leader = self.core.leader_id if self.core.leader_id != self.core.id else NO_NODE
+        leader = self._leader_hint()
         if pending.origin:
             self._results_out.setdefault(pending.origin, []).append(
                 ForwardedResult(pending.request_id, 200, kv.encode_result(self.kv.read(pending.query))) if done else
@@ -284,8 +298,7 @@ class RaftWorker:
         if early:
             return early
         if not self.core.is_leader:
-            leader = self.core.leader_id
-            return [wm.NotLeader(rid, leader if leader != self.core.id else NO_NODE)]
+            return [wm.NotLeader(rid, self._leader_hint())]
         try:
             term, index = self.core.propose(command, now_ms)
         except ProposalDropped as exc:
@@ -455,9 +468,6 @@ class RaftWorker:
         sends.extend(self._forwarding_sends())
         for start in range(0, len(sends), wm.MAX_RAFT_BATCH_MESSAGES):
             out.insert(0, wm.RaftSendBatch(sends[start:start + wm.MAX_RAFT_BATCH_MESSAGES]))
-        if self._replies:
-            out.extend(self._replies)
-            self._replies = []
         self._expire_reads(out, now_ms)
         update = self._state_update()
         if update is not None:
@@ -500,15 +510,13 @@ class RaftWorker:
             self._applied_term = entry.term
             pending = waiters.writes.pop(entry.index, None)
             if pending is not None:
-                done = pending.term == entry.term and is_command
-                if pending.origin:
+                if not (pending.term == entry.term and is_command):
+                    self._fail(pending.origin, pending.request_id, 502, "write lost to a leader change; retry", out)
+                elif pending.origin:
                     self._results_out.setdefault(pending.origin, []).append(
-                        ForwardedResult(pending.request_id, 200, kv.encode_result(result)) if done else
-                        ForwardedResult(pending.request_id, 502, message="write lost to a leader change; retry"))
-                elif done:
-                    out.append(wm.WriteDone(pending.request_id, kv.encode_result(result)))
+                        ForwardedResult(pending.request_id, 200, kv.encode_result(result)))
                 else:
-                    out.append(wm.ErrorReply(pending.request_id, "write lost to a leader change; retry", 502))
+                    out.append(wm.WriteDone(pending.request_id, kv.encode_result(result)))
             conf_rid = waiters.confs.pop(entry.index, None)
             if conf_rid is not None:
                 if entry.kind is EntryKind.CONFIG:
@@ -536,11 +544,7 @@ class RaftWorker:
         if not self.core.is_leader:
             for index in [i for i, w in waiters.writes.items() if w.term < self.core.term and i <= applied]:
                 lost = waiters.writes.pop(index)
-                if lost.origin:
-                    self._results_out.setdefault(lost.origin, []).append(
-                        ForwardedResult(lost.request_id, 502, message="write lost; retry"))
-                else:
-                    out.append(wm.ErrorReply(lost.request_id, "write lost; retry", 502))
+                self._fail(lost.origin, lost.request_id, 502, "write lost; retry", out)
 
     def _forwarding_sends(self) -> list[wm.RaftSend]:
         """This pump's answers to forwarded writes and reads, per follower, bounded per message."""
