@@ -31,12 +31,12 @@ from aspen.addr import EndpointAddr
 from aspen.cluster_view import ClusterView, member_addr_text
 from aspen.control_plane import ApiError
 from aspen.errors import AspenError, LimitExceeded, WireDecodeError
+from aspen.forwarding import LeaderForwarder
 from aspen.identity import EndpointId
 from aspen.peer_spec import parse_peer_spec
 from aspen.plugin_api import PeerConnection
 from aspen.raft import kv
 from aspen.worker_supervisor import WorkerSupervisor, WorkerUnavailable
-from aspen.forwarding import LeaderForwarder
 
 logger = logging.getLogger(__name__)
 

@@ -81,8 +81,35 @@ class _Outbox:
     since: float | None = None  # when its oldest request was first held
 
 
+class _EarliestTimer:
+    """One loop timer that calls `callback` by the earliest time it was asked for."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self._callback = callback
+        self._handle: asyncio.TimerHandle | None = None
+        self._at = 0.0  # time.monotonic() it fires at
+
+    def arm(self, at_s: float) -> None:
+        if self._handle is not None:
+            if self._at <= at_s:
+                return
+            self._handle.cancel()
+        self._at = at_s
+        self._handle = asyncio.get_running_loop().call_later(max(0.0, at_s - time.monotonic()), self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        self._callback()
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
 class LeaderForwarder:
-    """Forwards client writes to a leader over raft-rpc and matches the answers (module doc)."""
+    """Forwards client writes and reads to a leader over raft-rpc and matches the answers
+    (module doc)."""
 
     def __init__(self, *, node_id: int, term: Callable[[], int],
                  send: Callable[[wm.RaftSendBatch], None]) -> None:
@@ -93,11 +120,9 @@ class LeaderForwarder:
         self._pending: dict[int, _Pending] = {}
         self._outbox: dict[int, _Outbox] = {}
         self._append_owed: dict[int, float] = {}  # leader -> when it sent the append we owe an answer
-        self._hold_timer: asyncio.TimerHandle | None = None
-        self._hold_at = 0.0  # when `_hold_timer` fires (monotonic)
+        self._hold_timer = _EarliestTimer(self._flush)  # held requests that are due
         self._flush_scheduled = False
-        self._expiry: asyncio.TimerHandle | None = None
-        self._expiry_at = 0.0  # when `_expiry` fires (monotonic)
+        self._expiry = _EarliestTimer(self._expire)  # requests past their deadline
 
     @property
     def pending_count(self) -> int:
@@ -130,7 +155,7 @@ class LeaderForwarder:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
-        self._arm(deadline_s)
+        self._expiry.arm(deadline_s)
         try:
             return await future
         finally:
@@ -153,15 +178,8 @@ class LeaderForwarder:
                 until = min(owed, since) + hold_s
                 next_due = until if next_due is None else min(next_due, until)
         self._send_to(due)
-        if next_due is not None and (self._hold_timer is None or next_due < self._hold_at):
-            if self._hold_timer is not None:
-                self._hold_timer.cancel()
-            self._hold_at = next_due
-            self._hold_timer = asyncio.get_running_loop().call_later(max(0.0, next_due - now), self._on_hold_timer)
-
-    def _on_hold_timer(self) -> None:
-        self._hold_timer = None
-        self._flush()
+        if next_due is not None:
+            self._hold_timer.arm(next_due)
 
     def _send_to(self, leaders: list[int]) -> None:
         if not leaders:
@@ -195,7 +213,6 @@ class LeaderForwarder:
     def _expire(self) -> None:
         """Answer every request past its deadline, a write 504 (its outcome is unknown), a read
         NotLeader (retried once a leader is known); re-arm for the earliest remaining one."""
-        self._expiry = None
         now = time.monotonic()
         earliest: float | None = None
         for rid, pending in list(self._pending.items()):
@@ -208,16 +225,7 @@ class LeaderForwarder:
                     rid, f"no answer from leader {pending.leader_id} in time; the write may or may not "
                          "have been applied", 504))
         if earliest is not None:
-            self._arm(earliest)
-
-    def _arm(self, deadline_s: float) -> None:
-        """Make sure `_expire` runs by `deadline_s` (monotonic): one timer for all writes."""
-        if self._expiry is not None:
-            if self._expiry_at <= deadline_s:
-                return
-            self._expiry.cancel()
-        self._expiry_at = deadline_s
-        self._expiry = asyncio.get_running_loop().call_later(max(0.0, deadline_s - time.monotonic()), self._expire)
+            self._expiry.arm(earliest)
 
     def take_results(self, messages: list[wm.ToWorker]) -> list[wm.ToWorker]:
         """Answer our forwarded writes from `messages` (what raft-rpc delivers); the rest, in
@@ -262,13 +270,9 @@ class LeaderForwarder:
             pending.future.set_result(reply)
 
     def close(self) -> None:
-        """Fail every write still waiting (the node is stopping)."""
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
-        if self._hold_timer is not None:
-            self._hold_timer.cancel()
-            self._hold_timer = None
+        """Fail every request still waiting (the node is stopping)."""
+        self._expiry.cancel()
+        self._hold_timer.cancel()
         self._outbox.clear()
         for rid, pending in self._pending.items():
             if not pending.future.done():

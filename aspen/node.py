@@ -31,6 +31,7 @@ from aspen.cluster_secret import ClusterSecret
 from aspen.cluster_view import ClusterView
 from aspen.config import LoadedConfig, NodeConfig
 from aspen.errors import AspenError, ConfigError
+from aspen.forwarding import LeaderForwarder
 from aspen.identity import SecretKey, load_or_create_key, read_key_file
 from aspen.peers import PeerMap
 from aspen.plugin_api import NodeContext, ProtocolHandler, Service
@@ -38,7 +39,6 @@ from aspen.quic import Endpoint
 from aspen.raft_metrics import RaftMetricsCollector
 from aspen.plugin_host import PluginError, PluginHost
 from aspen.worker_supervisor import WorkerSupervisor
-from aspen.forwarding import LeaderForwarder
 
 logger = logging.getLogger(__name__)
 
