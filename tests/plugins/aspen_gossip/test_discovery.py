@@ -129,13 +129,18 @@ def test_a_restarted_bootstrap_node_rejoins_through_the_peers_it_saved(tmp_path:
 
         async def start(node: GossipNode, node_id: int, peers: PeerMap, bootstrap: tuple[EndpointAddr, ...],
                         path: Path | None) -> GossipDiscovery:
-            await node.start()
             discovery = GossipDiscovery(service=node.service, secret=SECRET, secret_key=node.key, node_id=node_id,
                                         own_addr=lambda: node.addr, peers=peers, bootstrap=bootstrap,
                                         registry=node.registry, known_peers_path=path)
+            running.append((node, discovery))  # before starting: a failure midway still gets cleaned up
+            await node.start()
             await discovery.start()
-            running.append((node, discovery))
             return discovery
+
+        async def stop(node: GossipNode, discovery: GossipDiscovery) -> None:
+            await discovery.stop()
+            if node.endpoint is not None:
+                await node.stop()
 
         try:
             await start(a, 1, maps[0], (), known)
@@ -143,9 +148,8 @@ def test_a_restarted_bootstrap_node_rejoins_through_the_peers_it_saved(tmp_path:
             await wait_for(lambda: [addr.endpoint_id for addr in load_known_peers(known)] == [b.key.public()],
                            "A saved B as a known peer")
             old_a_addr = a.addr
-            node, discovery = running.pop(0)
-            await discovery.stop()
-            await node.stop()
+            await stop(*running[0])
+            running.pop(0)
             again = GossipNode(3, key=a.key)  # same identity, new endpoint (new port), empty peer map
             await start(again, 1, PeerMap(), (), known)
             assert again.addr != old_a_addr
@@ -153,10 +157,14 @@ def test_a_restarted_bootstrap_node_rejoins_through_the_peers_it_saved(tmp_path:
             await wait_for(lambda: (e := maps[1].get(1)) is not None and e.addr == again.addr,
                            "B learned A's new address from its announcement")
         finally:
-            for node, discovery in running:
-                await discovery.stop()
-                await node.stop()
-    asyncio.run(asyncio.wait_for(main(), 30))
+            # Every node is stopped even if the test failed or one stop raises: a node left
+            # running leaks its UDP socket into the next test.
+            results = await asyncio.gather(*(stop(*pair) for pair in running), return_exceptions=True)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if errors:
+                raise errors[0]
+    # The outer bound leaves room for the three inner waits (WAIT_S each) to report first.
+    asyncio.run(asyncio.wait_for(main(), 60))
 
 
 def test_known_peers_file_is_bounded_and_garbage_is_ignored(tmp_path: Path) -> None:
