@@ -28,6 +28,8 @@ from aspen.raft import kv
 
 T = TypeVar("T")
 
+MAX_REQUEST_BODY_SIZE = 2 * 1024 * 1024  # axum's default body limit, which the Rust Aspen keeps
+
 # The Rust Aspen's latency buckets (reference §2: le=0.001, 0.010, 0.100, 1.000), plus finer
 # ones where a local cluster actually lives.
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.010, 0.025, 0.050, 0.100, 0.250, 1.0, 2.5)
@@ -105,13 +107,12 @@ def error_response(status: int, message: str) -> web.Response:
     return json_response({"error": message}, status=status)
 
 
-async def decode_body(request: web.Request, typ: type[T]) -> T:
-    """The request body as `typ`, or ApiError 415/400/422 (counted by reason)."""
-    metrics = request.app[METRICS_KEY]
-    if request.content_type != "application/json":
+def decode_json(metrics: ControlPlaneMetrics, content_type: str, raw: bytes, typ: type[T]) -> T:
+    """A request body as `typ`, or ApiError 415/400/422 (counted by reason). `content_type` is
+    the media type alone, lower case ('application/octet-stream' when the header is absent)."""
+    if content_type != "application/json":
         metrics.bad_requests.labels("content_type").inc()
-        raise ApiError(415, f"Content-Type must be application/json, got {request.content_type or 'none'!r}")
-    raw = await request.read()
+        raise ApiError(415, f"Content-Type must be application/json, got {content_type or 'none'!r}")
     try:
         return msgspec.json.decode(raw, type=typ)  # one pass: parse and validate together
     except msgspec.ValidationError as exc:  # well-formed JSON of the wrong shape
@@ -120,6 +121,23 @@ async def decode_body(request: web.Request, typ: type[T]) -> T:
     except msgspec.DecodeError as exc:
         metrics.bad_requests.labels("malformed_json").inc()
         raise ApiError(400, f"malformed JSON: {exc}") from None
+
+
+async def decode_body(request: web.Request, typ: type[T]) -> T:
+    """The request body as `typ`, or ApiError 415/400/422 (counted by reason)."""
+    metrics = request.app[METRICS_KEY]
+    if request.content_type != "application/json":  # refused before reading a body we won't use
+        return decode_json(metrics, request.content_type, b"", typ)
+    return decode_json(metrics, request.content_type, await request.read(), typ)
+
+
+def check_token(metrics: ControlPlaneMetrics, token: str | None, method: str, authorization: str) -> None:
+    """ApiError 401 unless the request is read-only or carries the configured bearer token."""
+    if token is not None and method not in ("GET", "HEAD", "OPTIONS"):
+        if not authorization.startswith("Bearer ") or \
+                not hmac.compare_digest(authorization[7:].encode(), token.encode()):
+            metrics.bad_requests.labels("unauthorized").inc()
+            raise ApiError(401, "missing or wrong bearer token")
 
 
 def to_kv_command(body: t.WriteCommandBody) -> kv.KvCommand:
@@ -143,13 +161,8 @@ async def errors_and_auth(request: web.Request,
                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     metrics = request.app[METRICS_KEY]
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unknown"
-    token = request.app[TOKEN_KEY]
     try:
-        if token is not None and request.method not in ("GET", "HEAD", "OPTIONS"):
-            given = request.headers.get("Authorization", "")
-            if not given.startswith("Bearer ") or not hmac.compare_digest(given[7:].encode(), token.encode()):
-                metrics.bad_requests.labels("unauthorized").inc()
-                raise ApiError(401, "missing or wrong bearer token")
+        check_token(metrics, request.app[TOKEN_KEY], request.method, request.headers.get("Authorization", ""))
         response = await handler(request)
     except ApiError as exc:
         response = error_response(exc.status, exc.message)
@@ -213,37 +226,70 @@ def _result_json(command_json: Any, result: kv.KvResult) -> dict[str, Any]:
     return out
 
 
-async def write(request: web.Request) -> web.Response:
-    body = await decode_body(request, t.WriteRequest)
+async def write_json(api: ClusterApi, metrics: ControlPlaneMetrics, body: t.WriteRequest) -> dict[str, Any]:
     command = to_kv_command(body.command)
     try:
         kv.validate_command(command)
     except Exception as exc:  # LimitExceeded / ValueError from the state machine's own checks
-        request.app[METRICS_KEY].bad_requests.labels("limit").inc()
+        metrics.bad_requests.labels("limit").inc()
         raise ApiError(400, str(exc)) from None
     started = time.perf_counter()
-    result = await _api(request).write(command)
-    request.app[METRICS_KEY].write_latency.observe(time.perf_counter() - started)
-    return json_response(_result_json(msgspec.to_builtins(body.command), result))
+    result = await api.write(command)
+    metrics.write_latency.observe(time.perf_counter() - started)
+    return _result_json(msgspec.to_builtins(body.command), result)
 
 
-async def read(request: web.Request) -> web.Response:
-    body = await decode_body(request, t.ReadRequest)
+async def read_json(api: ClusterApi, metrics: ControlPlaneMetrics, body: t.ReadRequest) -> dict[str, Any]:
     started = time.perf_counter()
-    result = await _api(request).read(kv.Get(body.key), linearizable=body.consistency == "linearizable")
-    request.app[METRICS_KEY].read_latency.observe(time.perf_counter() - started)
+    result = await api.read(kv.Get(body.key), linearizable=body.consistency == "linearizable")
+    metrics.read_latency.observe(time.perf_counter() - started)
     assert isinstance(result, kv.GetResult)
     if result.value is None:
         raise ApiError(404, f"key '{body.key}' not found")
-    return json_response({"key": body.key, "value": result.value})
+    return {"key": body.key, "value": result.value}
 
 
-async def scan(request: web.Request) -> web.Response:
-    body = await decode_body(request, t.ScanRequest)
-    result = await _api(request).read(kv.Scan(body.prefix, body.limit, body.after),
-                                      linearizable=body.consistency == "linearizable")
+async def scan_json(api: ClusterApi, metrics: ControlPlaneMetrics, body: t.ScanRequest) -> dict[str, Any]:
+    result = await api.read(kv.Scan(body.prefix, body.limit, body.after),
+                            linearizable=body.consistency == "linearizable")
     assert isinstance(result, kv.ScanResult)
-    return json_response({"pairs": [[k, v] for k, v in result.pairs], "next_after": result.next_after})
+    return {"pairs": [[k, v] for k, v in result.pairs], "next_after": result.next_after}
+
+
+class KvRoute(Protocol):
+    """One KV route's logic, independent of the HTTP server in front of it: aiohttp's handlers
+    and the lean path in aspen.fast_http call the same function with the decoded body."""
+
+    def __call__(self, api: ClusterApi, metrics: ControlPlaneMetrics, body: Any) -> Awaitable[dict[str, Any]]: ...
+
+
+# The KV routes: POST, a JSON body of the given type. They carry nearly all of a cluster's
+# requests, so aspen.fast_http serves them without aiohttp's per-request machinery.
+KV_ROUTES: dict[str, tuple[type, KvRoute]] = {
+    "/write": (t.WriteRequest, write_json),
+    "/read": (t.ReadRequest, read_json),
+    "/scan": (t.ScanRequest, scan_json),
+}
+
+
+class KvService:
+    """What serving the KV routes needs: the cluster, the metrics and the bearer token."""
+
+    def __init__(self, api: ClusterApi, metrics: ControlPlaneMetrics, token: str | None) -> None:
+        self.api = api
+        self.metrics = metrics
+        self.token = token
+
+
+def _kv_handler(path: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    typ, route = KV_ROUTES[path]
+
+    async def handler(request: web.Request) -> web.Response:
+        body: Any = await decode_body(request, typ)
+        return json_response(await route(_api(request), request.app[METRICS_KEY], body))
+
+    handler.__name__ = path.strip("/")
+    return handler
 
 
 async def raft_metrics(request: web.Request) -> web.Response:
@@ -268,9 +314,9 @@ ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.Response]], t
     ("POST", "/change-membership", change_membership, t.ChangeMembershipRequest, "set the voters"),
     ("POST", "/admin/promote-learner", promote_learner, t.PromoteLearnerRequest, "make a learner a voter"),
     ("POST", "/add-peer", add_peer, t.AddPeerRequest, "tell this node how to reach a node id"),
-    ("POST", "/write", write, t.WriteRequest, "Set, SetMulti, Delete or CompareAndSwap (any node; forwarded)"),
-    ("POST", "/read", read, t.ReadRequest, "read a key (linearizable unless consistency=stale)"),
-    ("POST", "/scan", scan, t.ScanRequest, "keys by prefix, in order, paginated with `after`"),
+    ("POST", "/write", _kv_handler("/write"), t.WriteRequest, "Set, SetMulti, Delete or CompareAndSwap (any node; forwarded)"),
+    ("POST", "/read", _kv_handler("/read"), t.ReadRequest, "read a key (linearizable unless consistency=stale)"),
+    ("POST", "/scan", _kv_handler("/scan"), t.ScanRequest, "keys by prefix, in order, paginated with `after`"),
     ("GET", "/raft-metrics", raft_metrics, None, "Raft state of this node"),
     ("GET", "/leader", leader, None, "the current leader's node id"),
     ("POST", "/trigger-snapshot", trigger_snapshot, None, "take a snapshot now; reports it"),
@@ -278,14 +324,19 @@ ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.Response]], t
 ]
 
 
-def add_routes(app: web.Application, api: ClusterApi, registry: CollectorRegistry, token: str | None) -> None:
+def add_routes(app: web.Application, api: ClusterApi, registry: CollectorRegistry,
+               token: str | None) -> KvService:
+    """Add the cluster and KV routes to `app`; returns what aspen.fast_http needs to serve the
+    KV routes itself."""
+    metrics = ControlPlaneMetrics(registry)
     app[API_KEY] = api
-    app[METRICS_KEY] = ControlPlaneMetrics(registry)
+    app[METRICS_KEY] = metrics
     app[TOKEN_KEY] = token
     app.middlewares.append(errors_and_auth)
     for method, path, handler, _, _ in ROUTES:
         app.router.add_route(method, path, handler)
     app.router.add_get("/openapi.json", openapi)
+    return KvService(api, metrics, token)
 
 
 EXTRA_ROUTES_DOC = [

@@ -15,7 +15,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from aspen import worker_messages as wm
-from aspen.control_plane import add_routes
+from aspen.control_plane import MAX_REQUEST_BODY_SIZE, KvService, add_routes
+from aspen.fast_http import FastHttpServer
 from aspen.worker_supervisor import WorkerUnavailable
 
 if TYPE_CHECKING:
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 NODE_KEY: web.AppKey[Node] = web.AppKey("node")
 HEALTH_WORKER_TIMEOUT_MS = 1_000
 METRICS_WORKER_TIMEOUT_MS = 1_000  # a scrape must not hang on a busy or restarting worker  # the worker answers a Ping in well under a millisecond when up
-MAX_REQUEST_BODY_SIZE = 2 * 1024 * 1024  # axum's default body limit, which the Rust Aspen keeps
 
 
 async def health(request: web.Request) -> web.Response:
@@ -77,24 +77,27 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def build_app(node: Node) -> web.Application:
+def build_app(node: Node) -> tuple[web.Application, KvService | None]:
     app = web.Application(client_max_size=MAX_REQUEST_BODY_SIZE)
     app[NODE_KEY] = node
     app.router.add_get("/health", health)
     app.router.add_get("/node-info", node_info)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/peers", peers)
-    if node.cluster is not None:
-        add_routes(app, node.cluster, node.registry, node.config.http_token)
-    return app
+    kv = add_routes(app, node.cluster, node.registry, node.config.http_token) if node.cluster is not None else None
+    return app, kv
 
 
 async def start_http(node: Node, stack: AsyncExitStack) -> int:
-    """Serve the control plane; returns the bound port (the config may say port 0)."""
+    """Serve the control plane; returns the bound port (the config may say port 0). The KV
+    routes are answered by aspen.fast_http, everything else by aiohttp, on the same port."""
     host, _, port = node.config.http_addr.rpartition(":")
-    runner = web.AppRunner(build_app(node), access_log=None, handle_signals=False)
+    app, kv = build_app(node)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
-    site = web.TCPSite(runner, host.strip("[]"), int(port), reuse_address=True)
-    await site.start()
-    return int(runner.addresses[0][1])
+    assert runner.server is not None
+    front = FastHttpServer(runner.server, kv, node.registry)
+    bound = await front.start(host.strip("[]"), int(port))
+    stack.push_async_callback(front.stop)  # first: stop accepting, finish KV answers; then aiohttp's
+    return bound

@@ -4,11 +4,13 @@ status, a message naming the field, a counter, and changes nothing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -16,7 +18,8 @@ from prometheus_client import CollectorRegistry
 
 from aspen import api_types as t
 from aspen.addr import EndpointAddr
-from aspen.control_plane import ROUTES, ApiError, add_routes, openapi_document
+from aspen.control_plane import ROUTES, ApiError, KvService, add_routes, openapi_document
+from aspen.fast_http import FastHttpServer
 from aspen.raft import kv
 
 
@@ -74,27 +77,65 @@ class FakeCluster:
         raise ApiError(501, "tickets come with gossip")
 
 
-Check = Callable[[TestClient, FakeCluster, CollectorRegistry], Awaitable[None]]
+Check = Callable[[Any, FakeCluster, CollectorRegistry], Awaitable[None]]
 
 
-def run(check: Check, token: str | None = None) -> None:
-    async def main() -> None:
-        app = web.Application()
-        fake = FakeCluster()
-        registry = CollectorRegistry()
-        add_routes(app, fake, registry, token)
-        async with TestClient(TestServer(app)) as client:
-            await check(client, fake, registry)
+class FrontClient:
+    """The calls the checks make on aiohttp's TestClient, against a FastHttpServer front."""
 
-    asyncio.run(main())
+    def __init__(self, session: aiohttp.ClientSession, port: int) -> None:
+        self._session = session
+        self._base = f"http://127.0.0.1:{port}"
+
+    async def post(self, path: str, **kwargs: Any) -> aiohttp.ClientResponse:
+        return await self._session.post(self._base + path, **kwargs)
+
+    async def get(self, path: str, **kwargs: Any) -> aiohttp.ClientResponse:
+        return await self._session.get(self._base + path, **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def front_server(app: web.Application, kv: KvService | None,
+                       registry: CollectorRegistry) -> AsyncIterator[tuple[FastHttpServer, int]]:
+    """`app` served the way a node serves it: aspen.fast_http in front of aiohttp."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    assert runner.server is not None
+    front = FastHttpServer(runner.server, kv, registry)
+    try:
+        yield front, await front.start("127.0.0.1", 0)
+    finally:
+        await front.stop()
+        await runner.cleanup()
+
+
+# Every check runs against aiohttp alone and against the node's front (fast path + aiohttp):
+# the KV routes must answer the same either way.
+@pytest.fixture(params=["aiohttp", "fast_front"])
+def run(request: pytest.FixtureRequest) -> Callable[..., None]:
+    def run_check(check: Check, token: str | None = None) -> None:
+        async def main() -> None:
+            app = web.Application()
+            fake = FakeCluster()
+            registry = CollectorRegistry()
+            kv = add_routes(app, fake, registry, token)
+            if request.param == "aiohttp":
+                async with TestClient(TestServer(app)) as client:
+                    await check(client, fake, registry)
+                return
+            async with front_server(app, kv, registry) as (_, port), aiohttp.ClientSession() as session:
+                await check(FrontClient(session, port), fake, registry)
+
+        asyncio.run(main())
+    return run_check
 
 
 def bad_count(registry: CollectorRegistry, reason: str) -> float:
     return registry.get_sample_value("aspen_http_bad_requests_total", {"reason": reason}) or 0.0
 
 
-def test_rust_aspen_bodies_are_accepted_verbatim() -> None:
-    async def check(client: TestClient, fake: FakeCluster, registry: CollectorRegistry) -> None:
+def test_rust_aspen_bodies_are_accepted_verbatim(run: Callable[..., None]) -> None:
+    async def check(client: Any, fake: FakeCluster, registry: CollectorRegistry) -> None:
         r = await client.post("/init", json={"initial_members": [
             {"id": 1, "addr": "127.0.0.1:21001"}, {"id": 2, "addr": "x", "raft_addr": None, "iroh_endpoint": "y"}]})
         assert r.status == 200 and (await r.json())["members"] == [1]
@@ -142,8 +183,9 @@ def test_rust_aspen_bodies_are_accepted_verbatim() -> None:
     ("/scan", b'{"limit": 0}', "application/json", 422, "$.limit", "wrong_shape"),
 ])
 def test_bad_inputs_get_documented_errors_and_change_nothing(path: str, body: bytes, content_type: str, status: int,
-                                                             fragment: str, reason: str | None) -> None:
-    async def check(client: TestClient, fake: FakeCluster, registry: CollectorRegistry) -> None:
+                                                             fragment: str, reason: str | None,
+                                                             run: Callable[..., None]) -> None:
+    async def check(client: Any, fake: FakeCluster, registry: CollectorRegistry) -> None:
         before = bad_count(registry, reason) if reason else 0.0
         r = await client.post(path, data=body, headers={"Content-Type": content_type})
         assert r.status == status
@@ -156,8 +198,8 @@ def test_bad_inputs_get_documented_errors_and_change_nothing(path: str, body: by
     run(check)
 
 
-def test_oversized_value_is_refused_before_reaching_raft() -> None:
-    async def check(client: TestClient, fake: FakeCluster, registry: CollectorRegistry) -> None:
+def test_oversized_value_is_refused_before_reaching_raft(run: Callable[..., None]) -> None:
+    async def check(client: Any, fake: FakeCluster, registry: CollectorRegistry) -> None:
         big = "x" * (kv.MAX_VALUE_SIZE + 1)
         body = json.dumps({"command": {"Set": {"key": "k", "value": big}}}).encode()
         r = await client.post("/write", data=io.BytesIO(body), headers={"Content-Type": "application/json"})
@@ -168,8 +210,8 @@ def test_oversized_value_is_refused_before_reaching_raft() -> None:
     run(check)
 
 
-def test_bearer_token_protects_mutating_routes_only() -> None:
-    async def check(client: TestClient, fake: FakeCluster, registry: CollectorRegistry) -> None:
+def test_bearer_token_protects_mutating_routes_only(run: Callable[..., None]) -> None:
+    async def check(client: Any, fake: FakeCluster, registry: CollectorRegistry) -> None:
         body = {"command": {"Set": {"key": "a", "value": "b"}}}
         r = await client.post("/write", json=body)
         assert r.status == 401 and fake.calls == 0
@@ -184,8 +226,8 @@ def test_bearer_token_protects_mutating_routes_only() -> None:
     run(check, token="s3cret")
 
 
-def test_api_errors_keep_reference_status_codes() -> None:
-    async def check(client: TestClient, fake: FakeCluster, registry: CollectorRegistry) -> None:
+def test_api_errors_keep_reference_status_codes(run: Callable[..., None]) -> None:
+    async def check(client: Any, fake: FakeCluster, registry: CollectorRegistry) -> None:
         r = await client.post("/add-learner", json={"learner": {"id": 4, "addr": "a", "raft_addr": "b"}})
         assert r.status == 412 and await r.json() == {"error": "cluster not initialized"}
         r = await client.get("/cluster-ticket")
