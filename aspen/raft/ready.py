@@ -98,4 +98,26 @@ def write_ready(storage: RaftStorage, rd: Ready) -> None:
         storage.set_hard_state(rd.hard_state)
 
 
-__all__ = ["Role", "SoftState", "ReadState", "Ready", "ProposalDropped", "write_ready"]
+def may_send_before_persisting(rd: Ready, is_leader: bool, persisted: HardState) -> bool:
+    """True when this Ready's messages may go out before its fsync (steps 2 before 1): a
+    leader's appends, with no term or vote to make durable first, no snapshot, no role change
+    (Raft thesis §10.2.1: the leader's fsync then overlaps the followers'). Safe only while
+    acknowledgements are processed after this Ready's fsync (a single-threaded worker): commit
+    then never counts an unsynced leader entry."""
+    if not is_leader or rd.soft_state is not None or rd.snapshot is not None:
+        return False
+    hs = rd.hard_state
+    return hs is None or (hs.term == persisted.term and hs.vote == persisted.vote)
+
+
+def may_apply_before_persisting(rd: Ready) -> bool:
+    """True when, in a Ready whose messages go before its fsync, the committed entries may also
+    be applied and answered before it (step 3 before 1): they were synced by earlier Readies --
+    all precede this Ready's own entries. (A leader that is its own quorum commits entries of
+    this very Ready: they wait for the fsync.) etcd applies in parallel with its WAL write."""
+    return bool(rd.committed_entries) and bool(rd.entries) and \
+        rd.committed_entries[-1].index < rd.entries[0].index
+
+
+__all__ = ["Role", "SoftState", "ReadState", "Ready", "ProposalDropped", "write_ready",
+           "may_send_before_persisting", "may_apply_before_persisting"]

@@ -49,7 +49,14 @@ from aspen.raft.messages import (
     decode_message,
     encode_message,
 )
-from aspen.raft.ready import ProposalDropped, Ready, Role, write_ready
+from aspen.raft.ready import (
+    ProposalDropped,
+    Ready,
+    Role,
+    may_apply_before_persisting,
+    may_send_before_persisting,
+    write_ready,
+)
 from aspen.raft.types import NO_NODE, Entry, EntryKind, HardState, Membership, RaftStorage, Snapshot
 
 logger = logging.getLogger(__name__)
@@ -122,9 +129,11 @@ class RaftWorker:
                  send_now: Callable[[list[wm.FromWorker]], None] | None = None) -> None:
         self._config = config
         # If set, a leader hands its appends to the I/O process *before* its own fsync (Raft
-        # thesis §10.2.1), so the followers' fsyncs overlap the leader's. Safe here because this
-        # worker is single-threaded: an acknowledgement is processed only after the pump that
-        # synced those entries has returned, so commit never counts an unsynced leader entry.
+        # thesis §10.2.1), so the followers' fsyncs overlap the leader's, and with them its
+        # answers to entries that earlier pumps synced (aspen.raft.ready.may_*_before_persisting).
+        # Safe here because this worker is single-threaded: an acknowledgement is processed only
+        # after the pump that synced those entries has returned, so commit never counts an
+        # unsynced leader entry.
         self.send_now = send_now
         self._storage = storage
         self._rng = rng
@@ -454,15 +463,28 @@ class RaftWorker:
         while (rd := self.core.ready()) is not None:
             batch = [wm.RaftSend(msg.to_id, payload, isinstance(msg, InstallSnapshot) or len(payload) >= wm.LARGE_MESSAGE_SIZE)
                      for msg in rd.messages for payload in (encode_message(msg),)]
-            if batch and self._may_send_before_persisting(rd):
-                assert self.send_now is not None
-                self.send_now([wm.RaftSendBatch(batch[i:i + wm.MAX_RAFT_BATCH_MESSAGES])
-                               for i in range(0, len(batch), wm.MAX_RAFT_BATCH_MESSAGES)])
+            applied = False
+            if batch and self.send_now is not None and \
+                    may_send_before_persisting(rd, self.core.is_leader, self._persisted_hs):
+                early: list[wm.FromWorker] = [wm.RaftSendBatch(batch[i:i + wm.MAX_RAFT_BATCH_MESSAGES])
+                                              for i in range(0, len(batch), wm.MAX_RAFT_BATCH_MESSAGES)]
+                if may_apply_before_persisting(rd):
+                    # Answer what earlier pumps synced now: this Ready's fsync then overlaps
+                    # the answers' way back to the clients.
+                    self._apply(rd, out, now_ms)
+                    applied = True
+                    answers = self._forwarding_sends()
+                    early.extend(wm.RaftSendBatch(answers[i:i + wm.MAX_RAFT_BATCH_MESSAGES])
+                                 for i in range(0, len(answers), wm.MAX_RAFT_BATCH_MESSAGES))
+                    early.extend(out)
+                    out.clear()
+                self.send_now(early)
                 self._persist(rd)
             else:
                 self._persist(rd)  # the Ready contract: durable before anything is sent
                 sends.extend(batch)
-            self._apply(rd, out, now_ms)
+            if not applied:
+                self._apply(rd, out, now_ms)
             self._take_snapshot(rd, out)
             self.core.advance(rd)
         sends.extend(self._forwarding_sends())
@@ -477,14 +499,6 @@ class RaftWorker:
             out.extend(self._advance_plan(now_ms))
             out.extend(self.pump(now_ms))
         return out
-
-    def _may_send_before_persisting(self, rd: Ready) -> bool:
-        """True when this Ready's messages are a leader's appends that may precede its fsync:
-        no term or vote to make durable first, no snapshot, no role change (§10.2.1)."""
-        if self.send_now is None or not self.core.is_leader or rd.soft_state is not None or rd.snapshot is not None:
-            return False
-        hs = rd.hard_state
-        return hs is None or (hs.term == self._persisted_hs.term and hs.vote == self._persisted_hs.vote)
 
     def _persist(self, rd: Ready) -> None:
         storage = self._storage

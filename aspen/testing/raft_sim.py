@@ -3,7 +3,10 @@
 Theory of operation: one process, virtual time (ms), one `random.Random(seed)` from which every
 other generator is derived, so `run_simulation(seed)` is a pure function of the seed. Each node
 is a RaftCore + MemoryStorage + KvStateMachine driven by a worker loop that follows the Ready
-contract exactly (persist, fsync, send, apply, advance). Faults: message drop / duplicate /
+contract (persist, fsync, send, apply, advance) in the order aspen.raft.worker does: a leader's
+appends, and its answers to entries synced by earlier Readies, go before the fsync
+(`may_send_before_persisting`, `may_apply_before_persisting`), so a crash mid-Ready comes after
+them. Faults: message drop / duplicate /
 delay (reordering), symmetric and asymmetric partitions, crashes that lose everything not
 synced (also in the middle of persisting a Ready), restarts, membership changes, leader
 transfers and on-demand snapshots. Clients issue concurrent Set, CAS and linearizable reads
@@ -42,8 +45,8 @@ from aspen.raft.kv import (
 )
 from aspen.raft.memory_storage import MemoryStorage
 from aspen.raft.messages import ForwardedReads, ForwardedResults, ForwardedWrites, RaftMessage, decode_message, encode_message
-from aspen.raft.ready import ProposalDropped, Role
-from aspen.raft.types import Entry, EntryKind, Membership, Snapshot
+from aspen.raft.ready import ProposalDropped, Ready, Role, may_apply_before_persisting, may_send_before_persisting
+from aspen.raft.types import Entry, EntryKind, HardState, Membership, Snapshot
 from aspen.testing import linearizability
 from aspen.testing.kv_lincheck import KvOp, observed_values
 from aspen.testing.kv_lincheck import check_history as quick_check_history
@@ -154,6 +157,8 @@ class _Node:
         self.pending_writes: dict[int, tuple[int, _Op]] = {}
         self.pending_reads: dict[int, _Op] = {}
         self.reads_waiting: list[tuple[int, _Op]] = []
+        self.persisted_hs = HardState()  # term and vote as last written (the worker's _persisted_hs)
+        self.settled_voters: frozenset[int] = frozenset()  # the voters after the last Ready loop
 
 
 class RaftSimulation:
@@ -188,9 +193,11 @@ class RaftSimulation:
         self.applied: dict[int, tuple[int, EntryKind, bytes]] = {}
         self._entry_ids: dict[tuple[int, int], tuple[EntryKind, bytes, int]] = {}
         self.events = 0
+        self._dirty: dict[int, None] = {}  # nodes stepped since their last Ready loop, in order
         self.cross_check = False  # also run the quick per-key checker (tests enable it)
         self.stats: dict[str, int] = {"crashes": 0, "mid_ready_crashes": 0, "partitions": 0,
-                                      "config_changes": 0, "transfers": 0, "snapshots_installed": 0}
+                                      "config_changes": 0, "transfers": 0, "snapshots_installed": 0,
+                                      "applied_before_fsync": 0}
 
     # ------------------------------------------------------------------ node lifecycle
 
@@ -213,6 +220,7 @@ class RaftSimulation:
     def _start(self, node: _Node) -> None:
         rng = random.Random(f"{self._core_seed}/{node.id}/{self.now_ms}")
         node.core = RaftCore(self._config_for(node.id), node.storage, rng=rng)
+        node.persisted_hs, _ = node.storage.initial_state()
         node.kv = KvStateMachine()
         snap = node.storage.snapshot()
         if snap.data:
@@ -247,8 +255,18 @@ class RaftSimulation:
             rd = core.ready()
             if rd is None:
                 self._check_leader(node)
+                node.settled_voters = core.membership.voters
                 return
             storage = node.storage
+            # Like aspen.raft.worker: a leader's appends, and answers to entries synced earlier,
+            # may go before this Ready's fsync (a crash below then comes after them).
+            send_early = may_send_before_persisting(rd, core.role is Role.LEADER, node.persisted_hs)
+            apply_early = send_early and may_apply_before_persisting(rd)
+            if send_early:
+                self._send(rd)
+            if apply_early:
+                self.stats["applied_before_fsync"] += 1
+                self._apply_ready(node, rd)
             # 1. persist
             if rd.snapshot is not None:
                 storage.apply_snapshot(rd.snapshot)
@@ -257,6 +275,7 @@ class RaftSimulation:
                 storage.append(rd.entries)
             if rd.hard_state is not None:
                 storage.set_hard_state(rd.hard_state)
+                node.persisted_hs = rd.hard_state
             if self.params.crash and self._rng.random() < self.params.mid_ready_crash_rate and self.now_ms < self.params.fault_ms:
                 self.stats["mid_ready_crashes"] += 1
                 self._crash(node)  # power cut after write(), before fsync()
@@ -266,28 +285,11 @@ class RaftSimulation:
             if rd.hard_state is not None and core.role is Role.LEADER:
                 self._check_commit_durable(node, rd.hard_state.commit)
             # 2. send
-            for msg in rd.messages:
-                self.net.send(msg.from_id, msg.to_id, encode_message(msg), self.now_ms)
+            if not send_early:
+                self._send(rd)
             # 3. apply
-            if rd.snapshot is not None:
-                self.stats["snapshots_installed"] += 1
-                node.kv = KvStateMachine()
-                node.kv.restore(rd.snapshot.data) if rd.snapshot.data else None
-                if node.kv.applied_index != rd.snapshot.meta.index:
-                    raise self._violation(f"node {node.id}: snapshot KV index mismatch")
-                self._drop_pending_below(node, rd.snapshot.meta.index)
-            for e in rd.committed_entries:
-                self._apply(node, e.index, e.term, e.kind, e.data)
-            for rs in rd.read_states:
-                op = node.pending_reads.pop(rs.request_id, None)
-                if op is None:
-                    continue
-                if rs.ok:
-                    node.reads_waiting.append((rs.index, op))
-                else:
-                    self._finish(op, "failed")
-            if node.reads_waiting:
-                self._serve_reads(node)
+            if not apply_early:
+                self._apply_ready(node, rd)
             # 4. snapshot policy
             if rd.snapshot_to_take is not None:
                 meta = rd.snapshot_to_take
@@ -299,6 +301,31 @@ class RaftSimulation:
             if rd.soft_state is not None and rd.soft_state.role is Role.LEADER:
                 self._check_leader_completeness(node)
         raise self._violation(f"node {node.id} still has output after {MAX_READY_ROUNDS} Ready rounds")
+
+    def _send(self, rd: Ready) -> None:
+        for msg in rd.messages:
+            self.net.send(msg.from_id, msg.to_id, encode_message(msg), self.now_ms)
+
+    def _apply_ready(self, node: _Node, rd: Ready) -> None:
+        if rd.snapshot is not None:
+            self.stats["snapshots_installed"] += 1
+            node.kv = KvStateMachine()
+            node.kv.restore(rd.snapshot.data) if rd.snapshot.data else None
+            if node.kv.applied_index != rd.snapshot.meta.index:
+                raise self._violation(f"node {node.id}: snapshot KV index mismatch")
+            self._drop_pending_below(node, rd.snapshot.meta.index)
+        for e in rd.committed_entries:
+            self._apply(node, e.index, e.term, e.kind, e.data)
+        for rs in rd.read_states:
+            op = node.pending_reads.pop(rs.request_id, None)
+            if op is None:
+                continue
+            if rs.ok:
+                node.reads_waiting.append((rs.index, op))
+            else:
+                self._finish(op, "failed")
+        if node.reads_waiting:
+            self._serve_reads(node)
 
     def _apply(self, node: _Node, index: int, term: int, kind: EntryKind, data: bytes) -> None:
         seen = self.applied.get(index)
@@ -371,12 +398,19 @@ class RaftSimulation:
         term = core.log.term(commit)
         if term is None or commit == 0:
             return
-        voters = core.membership.voters
-        durable = sum(1 for v in voters if self.nodes[v].storage.durable_term(commit) == term
-                      or self.nodes[v].storage.snapshot().meta.index >= commit)
-        if durable < len(voters) // 2 + 1:
-            raise self._violation(
-                f"leader {node.id} committed {term}/{commit} but only {durable} of {sorted(voters)} hold it durably")
+        # The commit was decided while this Ready loop's input was stepped, under the voters in
+        # force then: those after the last Ready loop, or after a membership change stepped in
+        # the same batch (at most one is pending at a time). Single-server changes keep their
+        # quorums overlapping, so a quorum of either holds every commit through elections.
+        counts = []
+        for voters in (core.membership.voters, node.settled_voters):
+            durable = sum(1 for v in voters if self.nodes[v].storage.durable_term(commit) == term
+                          or self.nodes[v].storage.snapshot().meta.index >= commit)
+            if voters and durable >= len(voters) // 2 + 1:
+                return
+            counts.append(f"{durable} of {sorted(voters)}")
+        raise self._violation(f"leader {node.id} committed {term}/{commit} but only {' or '.join(counts)} "
+                              "hold it durably")
 
     def _check_leader_completeness(self, node: _Node) -> None:
         core = node.core
@@ -488,7 +522,7 @@ class RaftSimulation:
             node.pending_writes[index] = (term, op)
         client.target = node.id
         client.next_ms = op.deadline_ms
-        self._drain(node)
+        self._dirty[node.id] = None
 
     # ------------------------------------------------------------------ faults
 
@@ -604,7 +638,17 @@ class RaftSimulation:
         msg = decode_message(body)
         assert not isinstance(msg, (ForwardedWrites, ForwardedReads, ForwardedResults)), "cores never send these"
         node.core.step(msg, self.now_ms)
-        self._drain(node)
+        self._dirty[node.id] = None
+
+    def _drain_dirty(self) -> None:
+        """Run the Ready loop of every node that took input since its last one. Like the worker,
+        which steps every message a ring read brings before it pumps once, a node takes all
+        messages due at the same moment and that moment's client requests into one Ready loop."""
+        while self._dirty:
+            node = self.nodes[next(iter(self._dirty))]
+            del self._dirty[node.id]
+            if node.alive and node.core is not None:
+                self._drain(node)
 
     def run(self) -> None:
         """Run the faulty phase, heal, settle, then check convergence and linearizability."""
@@ -626,6 +670,9 @@ class RaftSimulation:
                 break
             # What happens next, and when.
             t = self._next_event_ms(healed)
+            if t > self.now_ms and self._dirty:
+                self._drain_dirty()  # this moment's input is all in: one Ready loop per node
+                t = self._next_event_ms(healed)
             if t > self.now_ms:
                 self.now_ms = t
             due = self.net.pop_due(self.now_ms)
@@ -648,6 +695,7 @@ class RaftSimulation:
             if not healed and self.now_ms >= self._next_fault_ms:
                 self._next_fault_ms = self.now_ms + self._rng.randint(1, 2 * p.fault_interval_ms)
                 self._inject_fault()
+        self._drain_dirty()
         self._final_checks()
 
     def _next_event_ms(self, healed: bool) -> int:

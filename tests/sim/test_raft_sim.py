@@ -56,7 +56,7 @@ def test_simulation_exercises_faults() -> None:
         totals["duplicated"] = totals.get("duplicated", 0) + sim.net.stats.duplicated
         totals["ok_ops"] = totals.get("ok_ops", 0) + sum(1 for o in sim.history if o.status == "ok")
     for key in ("crashes", "mid_ready_crashes", "partitions", "config_changes", "transfers",
-                "snapshots_installed", "dropped", "duplicated"):
+                "snapshots_installed", "applied_before_fsync", "dropped", "duplicated"):
         assert totals[key] > 0, (key, totals)
     assert totals["ok_ops"] > 40 * 10, totals
 

@@ -317,6 +317,66 @@ def test_leader_sends_appends_before_its_fsync_but_followers_never_do() -> None:
     assert value_of(c.read(leader, "k")) == "v"
 
 
+def test_leader_answers_writes_committed_earlier_before_fsyncing_new_entries() -> None:
+    """A Ready holding both newly committed entries (synced by an earlier pump) and new entries:
+    the answers go out with the appends, before the new entries' fsync, not after it."""
+    c = Cluster([1, 2, 3], storage_factory=OrderRecordingStorage)
+    c.reply(1, c.send(1, lambda r: wm.InitCluster(r, addrs([1, 2, 3]))))
+    leader = c.settle()
+    followers = [n for n in (1, 2, 3) if n != leader]
+    sent_early: list[wm.FromWorker] = []
+
+    def send_now(msgs: list[wm.FromWorker]) -> None:
+        EVENTS.append("send")
+        sent_early.extend(msgs)
+        for batch in msgs:
+            if isinstance(batch, wm.RaftSendBatch):
+                for m in batch.messages:
+                    c.workers[m.to_node].handle(wm.RaftReceive(leader, m.payload), c.now_ms)
+
+    c.workers[leader].send_now = send_now
+    c.workers[leader].handle(wm.ClientWrite(901, kv.encode_command(kv.Set("a", "1"))), c.now_ms)
+    assert not [o for o in c.workers[leader].pump(c.now_ms) if isinstance(o, wm.WriteDone)]
+    for f in followers:  # their acknowledgements reach the leader: write 901 is committed
+        for out in c.workers[f].pump(c.now_ms):
+            if isinstance(out, wm.RaftSendBatch):
+                for m in out.messages:
+                    c.workers[m.to_node].handle(wm.RaftReceive(f, m.payload), c.now_ms)
+    EVENTS.clear()
+    sent_early.clear()
+    c.workers[leader].handle(wm.ClientWrite(902, kv.encode_command(kv.Set("b", "2"))), c.now_ms)
+    late = c.workers[leader].pump(c.now_ms)
+    assert EVENTS[:2] == ["send", "sync"], EVENTS
+    assert [o.request_id for o in sent_early if isinstance(o, wm.WriteDone)] == [901]  # before the sync
+    assert not [o for o in late if isinstance(o, wm.WriteDone)]
+
+
+def test_a_leader_that_is_its_own_quorum_answers_only_after_its_fsync() -> None:
+    """A lone voter commits its own entries at once, while still sending appends (to a
+    learner): those entries are answered after their sync, never with the appends."""
+    c = Cluster([1], storage_factory=OrderRecordingStorage)
+    c.reply(1, c.send(1, lambda r: wm.InitCluster(r, addrs([1]))))
+    c.settle()
+    c.add(2)
+    state = c.reply(1, c.send(1, lambda r: wm.AddLearner(r, 2, "node-2")))
+    assert isinstance(state, wm.ClusterState) and state.learners == [2]
+    for _ in range(20):  # the learner catches up: nothing in flight to it
+        c.step()
+    sent_early: list[wm.FromWorker] = []
+
+    def send_now(msgs: list[wm.FromWorker]) -> None:
+        EVENTS.append("send")
+        sent_early.extend(msgs)
+
+    c.workers[1].send_now = send_now
+    EVENTS.clear()
+    c.workers[1].handle(wm.ClientWrite(903, kv.encode_command(kv.Set("a", "1"))), c.now_ms)
+    out = c.workers[1].pump(c.now_ms)
+    assert EVENTS[:2] == ["send", "sync"], EVENTS  # the append to the learner went first
+    assert not [o for o in sent_early if isinstance(o, wm.WriteDone)]
+    assert [o.request_id for o in out if isinstance(o, wm.WriteDone)] == [903]
+
+
 def forwarded_results(c: Cluster, follower: int, leader: int, msg: ForwardedWrites | ForwardedReads,
                       count: int) -> dict[int, ForwardedResult]:
     """Hand `msg` (as the follower's I/O process sends it, aspen.forwarding) to the leader's
