@@ -134,8 +134,9 @@ async def decode_body(request: web.Request, typ: type[T]) -> T:
 def check_token(metrics: ControlPlaneMetrics, token: str | None, method: str, authorization: str) -> None:
     """ApiError 401 unless the request is read-only or carries the configured bearer token."""
     if token is not None and method not in ("GET", "HEAD", "OPTIONS"):
+        # surrogateescape: header bytes that are not UTF-8 compare as the bytes they were.
         if not authorization.startswith("Bearer ") or \
-                not hmac.compare_digest(authorization[7:].encode(), token.encode()):
+                not hmac.compare_digest(authorization[7:].encode("utf-8", "surrogateescape"), token.encode()):
             metrics.bad_requests.labels("unauthorized").inc()
             raise ApiError(401, "missing or wrong bearer token")
 

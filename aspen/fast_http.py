@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import re
 import time
 from http import HTTPStatus
 from typing import Any, cast
@@ -46,8 +47,16 @@ KEEPALIVE_TIMEOUT_S = 75.0  # an idle keep-alive connection is closed after this
 IDLE_SWEEP_INTERVAL_S = 5.0  # one timer checks every connection's idleness this often
 STOP_GRACE_S = 5.0  # on stop, answers in flight get this long before their connections close
 
+# aiohttp's own bound on one request or header line (max_line_size, max_field_size): a longer
+# line goes to aiohttp, which refuses it.
+MAX_HEADER_LINE_SIZE = 8190
+
 _HEAD_END = b"\r\n\r\n"
-_NOT_JSON_YET = "application/octet-stream"  # what aiohttp reports when Content-Type is absent or empty
+_JSON = "application/json"
+# Header lines aiohttp's strict parser accepts: a token name (RFC 9110 tchar), a colon, a value
+# of visible characters, spaces and tabs. Anything else (control characters, NUL, obs-fold,
+# whitespace before the colon) goes to aiohttp, which refuses it.
+_HEADER_LINES = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
 
 
 class _HandOver(Exception):
@@ -67,6 +76,7 @@ class FastHttpServer:
         self.handovers = Counter("aspen_http_handovers", "connections handed from the KV fast path to aiohttp",
                                  registry=registry)
         self._listener: asyncio.AbstractServer | None = None
+        self.stopping = False
         self._sweeper: asyncio.TimerHandle | None = None
         self._date_second = -1
         self._date_line = b""
@@ -79,12 +89,17 @@ class FastHttpServer:
         return int(self._listener.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
-        """Stop listening; let answers in flight finish (bounded), close this path's connections.
-        Connections already handed over are aiohttp's to close (AppRunner.cleanup)."""
+        """Stop listening and serving: idle connections close now, a connection answering a
+        request closes once that answer is written (bounded by STOP_GRACE_S); no further request
+        is started. Connections already handed over are aiohttp's to close (AppRunner.cleanup)."""
+        self.stopping = True
         if self._listener is not None:
             self._listener.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        for conn in list(self.connections):
+            if conn.task is None:
+                conn.close()
         busy = [c.task for c in self.connections if c.task is not None]
         if busy:
             await asyncio.wait(busy, timeout=STOP_GRACE_S)
@@ -135,7 +150,8 @@ class FastHttpProtocol(asyncio.Protocol):
         self._buf = bytearray()
         self.task: asyncio.Task[None] | None = None  # the request being answered
         self.last_active = self._loop.time()
-        self._paused = False
+        self._paused = False  # reading paused: too much input waits behind an answer
+        self._write_paused = False  # the transport's write buffer is full: the client reads slowly
         self._eof = False
         self._close_after = False  # the request being answered said `Connection: close`
         # A parsed head whose body is still arriving: (total bytes, request) -- not parsed twice.
@@ -151,12 +167,22 @@ class FastHttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._buf += data
         self.last_active = self._loop.time()
-        if self.task is None:
+        if self.task is None and not self._write_paused:
             self._next_request()
         elif len(self._buf) > MAX_BUFFERED_WHILE_BUSY and not self._paused:
             assert self._transport is not None
             self._transport.pause_reading()
             self._paused = True
+
+    def pause_writing(self) -> None:
+        # The client does not read its answers: answer nothing more until it does (else one
+        # pipelining client could make this process buffer answers without bound).
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self.task is None:
+            self._next_request()
 
     def eof_received(self) -> bool:
         self._eof = True
@@ -175,7 +201,10 @@ class FastHttpProtocol(asyncio.Protocol):
 
     def _next_request(self) -> None:
         """Serve the next complete request in the buffer, if any (one at a time)."""
-        if self._gone:
+        if self._gone or self._write_paused:
+            return
+        if self._server.stopping:
+            self.close()
             return
         hand_over = False
         try:
@@ -214,27 +243,33 @@ class FastHttpProtocol(asyncio.Protocol):
             return None
         end = buf.find(_HEAD_END, 0, MAX_REQUEST_HEAD_SIZE)
         if end < 0:
-            if len(buf) >= MAX_REQUEST_HEAD_SIZE:
+            # Incomplete -- unless it never can be: too long, or lines ended by a bare LF or CR
+            # (the last byte may be the CR of a CRLF still on its way).
+            if len(buf) >= MAX_REQUEST_HEAD_SIZE or buf.count(b"\n") != buf.count(b"\r\n") or \
+                    buf.count(b"\r", 0, len(buf) - 1) != buf.count(b"\r\n"):
                 raise _HandOver
             return None
         head = bytes(buf[:end])
         if head.count(b"\n") != head.count(b"\r\n") or head.count(b"\r") != head.count(b"\r\n"):
             raise _HandOver  # a bare CR or LF: leave the judgement to aiohttp's strict parser
-        lines = head.split(b"\r\n")
-        method, _, rest = lines[0].partition(b" ")
+        request_line, _, header_block = head.partition(b"\r\n")
+        method, _, rest = request_line.partition(b" ")
         target, _, version = rest.partition(b" ")
         route = self._server.routes.get(target)
         if method != b"POST" or route is None or version != b"HTTP/1.1":
             raise _HandOver
+        if _HEADER_LINES.fullmatch(header_block + b"\r\n") is None:
+            raise _HandOver  # a header aiohttp would refuse: let it
+        lines = header_block.split(b"\r\n")
+        if end > MAX_HEADER_LINE_SIZE and max(map(len, lines)) > MAX_HEADER_LINE_SIZE:
+            raise _HandOver
         length = -1
-        content_type = _NOT_JSON_YET
+        content_type = ""
         authorization = ""
         seen_type = seen_auth = seen_host = False
         self._close_after = False
-        for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if not colon or not name or b" " in name or b"\t" in name:
-                raise _HandOver  # obs-fold, whitespace before the colon, no colon
+        for line in lines:
+            name, _, value = line.partition(b":")
             name = name.lower()
             if name == b"content-length":
                 value = value.strip(b" \t")
@@ -243,19 +278,22 @@ class FastHttpProtocol(asyncio.Protocol):
                 length = int(value)
             elif name == b"content-type" and not seen_type:
                 seen_type = True
-                content_type = value.partition(b";")[0].strip(b" \t").lower().decode("latin-1") or _NOT_JSON_YET
+                content_type = value.partition(b";")[0].strip(b" \t").lower().decode("latin-1")
             elif name == b"authorization" and not seen_auth:
                 seen_auth = True
-                authorization = value.strip(b" \t").decode("latin-1")
+                authorization = value.strip(b" \t").decode("utf-8", "surrogateescape")  # as aiohttp
             elif name == b"host":
+                if seen_host:
+                    raise _HandOver  # two Hosts: aiohttp refuses the request
                 seen_host = True
             elif name == b"connection":
-                self._close_after = b"close" in value.lower()
+                if b"close" in [token.strip(b" \t") for token in value.lower().split(b",")]:
+                    self._close_after = True
             elif name in (b"transfer-encoding", b"expect", b"upgrade"):
                 raise _HandOver
-        if length < 0 or length > MAX_REQUEST_BODY_SIZE or not seen_host:
+        if length < 0 or length > MAX_REQUEST_BODY_SIZE or not seen_host or content_type != _JSON:
             # No length (aiohttp reads no body, or refuses), too large (413 there), no Host
-            # (HTTP/1.1 requires one: 400 there).
+            # (HTTP/1.1 requires one: 400 there), not JSON (415 there, in aiohttp's words).
             raise _HandOver
         path, typ, handler = route
         body_start = end + len(_HEAD_END)
@@ -281,7 +319,7 @@ class FastHttpProtocol(asyncio.Protocol):
         if self._close_after:
             self.close()
             return
-        self._next_request()
+        self._next_request()  # (it closes the connection instead when the server is stopping)
 
     def _respond(self, status: int, payload: bytes) -> None:
         transport = self._transport

@@ -266,6 +266,9 @@ class RaftSimulation:
                 self._send(rd)
             if apply_early:
                 self.stats["applied_before_fsync"] += 1
+                for e in rd.committed_entries:  # answered before this Ready's fsync: synced before
+                    if storage.durable_term(e.index) != e.term and storage.snapshot().meta.index < e.index:
+                        raise self._violation(f"node {node.id} answers {e.term}/{e.index} before it is durable")
                 self._apply_ready(node, rd)
             # 1. persist
             if rd.snapshot is not None:

@@ -61,6 +61,21 @@ def test_simulation_exercises_faults() -> None:
     assert totals["ok_ops"] > 40 * 10, totals
 
 
+def test_a_lone_voter_with_learners() -> None:
+    """One voter (its own quorum) replicating to learners, with every fault: the leader commits
+    entries of the very Ready that appends them, which it must not answer before their fsync
+    (aspen.raft.ready.may_apply_before_persisting; the simulator checks durability of every
+    answer it gives before a Ready's fsync)."""
+    applied_early = 0
+    for seed in range(20):
+        try:
+            sim = run_simulation(seed, SimParams(voters=1, spares=2))
+        except InvariantViolation as exc:
+            pytest.fail(f"{exc}\nreplay: run_simulation({seed}, SimParams(voters=1, spares=2))")
+        applied_early += sim.stats["applied_before_fsync"]
+    assert applied_early > 0  # learners joined and were voted in: the early path ran
+
+
 def test_detects_a_broken_invariant() -> None:
     """The checker can fail: a slow network with no faults still must converge, and a forged
     second leader in a term is reported."""
