@@ -188,6 +188,23 @@ class LeaderMixin:
             if node != self.id:
                 self._send_appends(node, pr, commit_notify_due)
 
+    def new_entries_would_wait(self) -> bool:
+        """Leader: every other voter has an append in flight, so (hold_partial_appends) an entry
+        proposed now, short of a full append, would be sent to nobody before an acknowledgement
+        arrives. The worker then holds client writes until that acknowledgement instead of
+        proposing and syncing each on its own."""
+        if not self._cfg.hold_partial_appends:
+            return False
+        voters = self.membership.voters
+        others = False
+        for node, pr in self.progress.items():
+            if node == self.id or node not in voters:
+                continue
+            if pr.state is not ProgressState.REPLICATE or not pr.inflights:
+                return False
+            others = True
+        return others
+
     def _send_appends(self, to: int, pr: Progress, commit_notify_due: bool = False) -> None:
         log = self.log
         cfg = self._cfg

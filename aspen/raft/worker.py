@@ -8,7 +8,10 @@ so tests drive it directly with a ManualClock.
 `pump()` follows the Ready contract (aspen/raft/ready.py) to the letter: persist (one fsync for
 every entry proposed since the last pump — this is the group commit: a burst of client writes
 drained from the ring in one go costs one sync), then send, then apply and answer clients, then
-snapshot/compact, then advance.
+snapshot/compact, then advance. A leader widens the group: while every follower has an append in
+flight (so a new partial append would wait for its acknowledgement anyway), client writes are
+held until the next peer message instead of each costing a pump with its own fsync
+(MAX_WRITE_HOLD_MS).
 
 Client requests are answered when their outcome is known: a write when the entry at its
 (term, index) is applied (another term there means it was lost: 502, the client retries); a
@@ -64,6 +67,12 @@ logger = logging.getLogger(__name__)
 # Client requests waiting for their entry or read index. Bounded so a node cut off from its
 # quorum cannot accumulate them forever; beyond it new requests get 503. guess: revisit.
 MAX_PENDING_CLIENT_REQUESTS = 100_000
+# A leader whose every follower has an append in flight holds new client writes until the next
+# message from a peer (normally that acknowledgement) instead of proposing and syncing each on
+# its own: their entries could not be sent before it anyway (hold_partial_appends). Bounds: the
+# writes go at the latest this long after the first was held (a silent follower), or at once
+# when they would fill an append.
+MAX_WRITE_HOLD_MS = 10
 # Voter changes one ChangeMembership may need (add + remove for each of MAX_MEMBERS).
 MAX_PLAN_STEPS = 200
 # A ReadIndex round normally resolves within a heartbeat round trip; one still unresolved after
@@ -135,6 +144,10 @@ class RaftWorker:
         # after the pump that synced those entries has returned, so commit never counts an
         # unsynced leader entry.
         self.send_now = send_now
+        self._held_writes: list[tuple[int, bytes]] = []  # (request id, command): see MAX_WRITE_HOLD_MS
+        self._held_bytes = 0
+        self._held_since_ms = 0
+        self._released_out: list[wm.FromWorker] = []  # refusals of writes released outside handle()
         self._storage = storage
         self._rng = rng
         self.kv = kv.KvStateMachine()
@@ -159,18 +172,49 @@ class RaftWorker:
     # ------------------------------------------------------------------ inputs
 
     def next_deadline_ms(self) -> int:
-        return self.core.next_deadline_ms()
+        deadline = self.core.next_deadline_ms()
+        if self._held_writes:
+            deadline = min(deadline, self._held_since_ms + MAX_WRITE_HOLD_MS)
+        return deadline
 
     def tick(self, now_ms: int) -> None:
+        if self._held_writes and now_ms >= self._held_since_ms + MAX_WRITE_HOLD_MS:
+            self._released_out.extend(self._release_writes(now_ms))
         self.core.tick(now_ms)
+
+    def _hold_write(self, rid: int, command: bytes, now_ms: int) -> bool:
+        """True if this client write waits (MAX_WRITE_HOLD_MS) rather than being proposed now."""
+        held = self._held_writes
+        if not held:
+            core = self.core
+            if not (core.is_leader and core.new_entries_would_wait()):
+                return False
+            self._held_since_ms = now_ms
+        held.append((rid, command))
+        self._held_bytes += len(command)
+        cfg = self._config
+        if len(held) >= cfg.max_entries_per_append or self._held_bytes >= cfg.max_append_size_bytes:
+            self._released_out.extend(self._release_writes(now_ms))  # a full append goes at once
+        return True
+
+    def _release_writes(self, now_ms: int) -> list[wm.FromWorker]:
+        """Propose every held write, in arrival order; returns their immediate refusals."""
+        held, self._held_writes, self._held_bytes = self._held_writes, [], 0
+        out: list[wm.FromWorker] = []
+        for rid, command in held:
+            out.extend(self._write(rid, command, now_ms))
+        return out
 
     def handle(self, message: wm.ToWorker, now_ms: int) -> list[wm.FromWorker]:
         """Feed one message; returns immediate replies (others come out of `pump`)."""
         match message:
             case wm.RaftReceive(from_node=from_node, payload=payload):
+                out = self._release_writes(now_ms) if self._held_writes else []  # arrival order
                 self._receive(from_node, payload, now_ms)
-                return []
+                return out
             case wm.ClientWrite(request_id=rid, command=command):
+                if self._hold_write(rid, command, now_ms):
+                    return []
                 return self._write(rid, command, now_ms)
             case wm.ClientRead(request_id=rid, query=query, linearizable=linearizable):
                 return self._read(rid, query, linearizable, now_ms)
@@ -458,7 +502,7 @@ class RaftWorker:
 
     def pump(self, now_ms: int) -> list[wm.FromWorker]:
         """Process every pending Ready; returns messages for the I/O process, in order."""
-        out: list[wm.FromWorker] = []
+        out, self._released_out = self._released_out, []
         sends: list[wm.RaftSend] = []
         while (rd := self.core.ready()) is not None:
             batch = [wm.RaftSend(msg.to_id, payload, isinstance(msg, InstallSnapshot) or len(payload) >= wm.LARGE_MESSAGE_SIZE)

@@ -22,7 +22,7 @@ from aspen.raft.messages import (
     decode_message,
     encode_message,
 )
-from aspen.raft.worker import RaftWorker
+from aspen.raft.worker import MAX_WRITE_HOLD_MS, RaftWorker
 
 STEP_MS = 10
 MAX_STEPS = 3000  # 30 s of virtual time: every wait below is bounded by it
@@ -375,6 +375,95 @@ def test_a_leader_that_is_its_own_quorum_answers_only_after_its_fsync() -> None:
     assert EVENTS[:2] == ["send", "sync"], EVENTS  # the append to the learner went first
     assert not [o for o in sent_early if isinstance(o, wm.WriteDone)]
     assert [o.request_id for o in out if isinstance(o, wm.WriteDone)] == [903]
+
+
+def pump_leader_keeping_acks(c: Cluster, leader: int) -> list[tuple[int, wm.RaftReceive]]:
+    """Pump the leader and deliver its messages to the followers, whose pumps' answers are
+    returned undelivered: the leader's appends stay in flight until the test delivers them."""
+    answers: list[tuple[int, wm.RaftReceive]] = []
+    for out in c.workers[leader].pump(c.now_ms):
+        if isinstance(out, wm.RaftSendBatch):
+            for m in out.messages:
+                c.workers[m.to_node].handle(wm.RaftReceive(leader, m.payload), c.now_ms)
+        else:
+            c.replies[leader].append(out)
+    for f in (n for n in c.workers if n != leader):
+        for out in c.workers[f].pump(c.now_ms):
+            if isinstance(out, wm.RaftSendBatch):
+                answers.extend((m.to_node, wm.RaftReceive(f, m.payload)) for m in out.messages)
+    return answers
+
+
+def test_leader_holds_client_writes_while_every_follower_has_an_append_in_flight() -> None:
+    """Held writes are not proposed (nothing to sync) until a peer's message arrives, then go
+    in arrival order; with nothing in flight a write is proposed at once."""
+    c = Cluster([1, 2, 3], storage_factory=OrderRecordingStorage)
+    c.reply(1, c.send(1, lambda r: wm.InitCluster(r, addrs([1, 2, 3]))))
+    leader = c.settle()
+    worker = c.workers[leader]
+    EVENTS.clear()
+    worker.handle(wm.ClientWrite(911, kv.encode_command(kv.Set("k", "1"))), c.now_ms)  # nothing in flight
+    acks = pump_leader_keeping_acks(c, leader)
+    assert EVENTS.count("sync") >= 1 and worker.core.log.last_index() == worker.core.log.committed + 1
+    assert worker.core.new_entries_would_wait()  # its append is out to both followers
+    last = worker.core.log.last_index()
+    EVENTS.clear()
+    for rid, value in ((912, "2"), (913, "3")):
+        assert worker.handle(wm.ClientWrite(rid, kv.encode_command(kv.Set("k", value))), c.now_ms) == []
+    assert worker.pump(c.now_ms) == [] and "sync" not in EVENTS  # held: no entry, no fsync
+    assert worker.core.log.last_index() == last
+    for to, ack in acks:  # the acknowledgements arrive: the held writes go first, in order
+        c.workers[to].handle(ack, c.now_ms)
+    assert worker.core.log.last_index() == last + 2
+    for _ in range(50):
+        c.step()
+    done = {r.request_id for r in c.replies[leader] if isinstance(r, wm.WriteDone)}
+    assert {911, 912, 913} <= done
+    assert value_of(c.read(leader, "k")) == "3"
+
+
+def test_held_client_writes_go_after_the_hold_bound_when_no_follower_answers() -> None:
+    c = Cluster([1, 2, 3])
+    c.reply(1, c.send(1, lambda r: wm.InitCluster(r, addrs([1, 2, 3]))))
+    leader = c.settle()
+    worker = c.workers[leader]
+    worker.handle(wm.ClientWrite(921, kv.encode_command(kv.Set("a", "1"))), c.now_ms)
+    pump_leader_keeping_acks(c, leader)  # the answers are lost
+    c.now_ms = worker.next_deadline_ms()  # a heartbeat goes (and is lost): the core's next
+    worker.tick(c.now_ms)                 # deadline is a heartbeat interval away
+    pump_leader_keeping_acks(c, leader)
+    last = worker.core.log.last_index()
+    worker.handle(wm.ClientWrite(922, kv.encode_command(kv.Set("b", "2"))), c.now_ms)
+    assert worker.next_deadline_ms() == c.now_ms + MAX_WRITE_HOLD_MS < worker.core.next_deadline_ms()
+    worker.tick(c.now_ms + MAX_WRITE_HOLD_MS - 1)
+    worker.pump(c.now_ms + MAX_WRITE_HOLD_MS - 1)
+    assert worker.core.log.last_index() == last  # still held
+    worker.tick(c.now_ms + MAX_WRITE_HOLD_MS)
+    worker.pump(c.now_ms + MAX_WRITE_HOLD_MS)
+    assert worker.core.log.last_index() == last + 1
+
+
+def test_a_held_client_write_on_a_deposed_leader_is_refused_with_the_new_leader() -> None:
+    c = Cluster([1, 2, 3])
+    c.reply(1, c.send(1, lambda r: wm.InitCluster(r, addrs([1, 2, 3]))))
+    leader = c.settle()
+    worker = c.workers[leader]
+    worker.handle(wm.ClientWrite(931, kv.encode_command(kv.Set("a", "1"))), c.now_ms)
+    pump_leader_keeping_acks(c, leader)
+    worker.handle(wm.ClientWrite(932, kv.encode_command(kv.Set("b", "2"))), c.now_ms)  # held
+    c.down.add(leader)
+    for _ in range(MAX_STEPS):  # the others elect a new leader
+        c.step()
+        if any(w.core.is_leader for i, w in c.workers.items() if i != leader):
+            break
+    new_leader = next(i for i, w in c.workers.items() if i != leader and w.core.is_leader)
+    c.down.discard(leader)
+    for _ in range(50):
+        c.step()
+    refusals = [r for r in c.replies[leader] if getattr(r, "request_id", None) == 932]
+    assert refusals and isinstance(refusals[0], (wm.NotLeader, wm.ErrorReply))
+    if isinstance(refusals[0], wm.NotLeader):
+        assert refusals[0].leader_id in (new_leader, 0)
 
 
 def forwarded_results(c: Cluster, follower: int, leader: int, msg: ForwardedWrites | ForwardedReads,
