@@ -422,13 +422,19 @@ def test_leader_holds_client_writes_while_every_follower_has_an_append_in_flight
     assert value_of(c.read(leader, "k")) == "3"
 
 
-def test_held_client_writes_go_after_the_hold_bound_when_no_follower_answers() -> None:
-    c = Cluster([1, 2, 3])
-    c.reply(1, c.send(1, lambda r: wm.InitCluster(r, addrs([1, 2, 3]))))
+def leader_with_an_append_in_flight(rid: int) -> tuple[Cluster, int, RaftWorker]:
+    """A formed cluster whose leader wrote once (`rid`) and has not heard the answers."""
+    c = formed([1, 2, 3])
     leader = c.settle()
     worker = c.workers[leader]
-    worker.handle(wm.ClientWrite(921, kv.encode_command(kv.Set("a", "1"))), c.now_ms)
+    worker.handle(wm.ClientWrite(rid, kv.encode_command(kv.Set("a", "1"))), c.now_ms)
     pump_leader_keeping_acks(c, leader)  # the answers are lost
+    assert worker.core.new_entries_would_wait()
+    return c, leader, worker
+
+
+def test_held_client_writes_go_after_the_hold_bound_when_no_follower_answers() -> None:
+    c, leader, worker = leader_with_an_append_in_flight(921)
     c.now_ms = worker.next_deadline_ms()  # a heartbeat goes (and is lost): the core's next
     worker.tick(c.now_ms)                 # deadline is a heartbeat interval away
     pump_leader_keeping_acks(c, leader)
@@ -444,12 +450,7 @@ def test_held_client_writes_go_after_the_hold_bound_when_no_follower_answers() -
 
 
 def test_a_held_client_write_on_a_deposed_leader_is_refused_with_the_new_leader() -> None:
-    c = Cluster([1, 2, 3])
-    c.reply(1, c.send(1, lambda r: wm.InitCluster(r, addrs([1, 2, 3]))))
-    leader = c.settle()
-    worker = c.workers[leader]
-    worker.handle(wm.ClientWrite(931, kv.encode_command(kv.Set("a", "1"))), c.now_ms)
-    pump_leader_keeping_acks(c, leader)
+    c, leader, worker = leader_with_an_append_in_flight(931)
     worker.handle(wm.ClientWrite(932, kv.encode_command(kv.Set("b", "2"))), c.now_ms)  # held
     c.down.add(leader)
     for _ in range(MAX_STEPS):  # the others elect a new leader
