@@ -16,7 +16,9 @@ Rows (value = Aspen, baseline = etcd when `etcd` is installed — Debian package
   ... CPU/op           user+system CPU ms of all the system's processes per operation (from
                        /proc/PID/stat): the figure least disturbed by a shared machine
   fsyncs/write c=N     leader fsyncs per acknowledged write (Aspen: /raft-metrics "fsyncs";
-                       etcd: etcd_disk_wal_fsync_duration_seconds_count): below 1 = group commit
+                       etcd: etcd_disk_wal_fsync_duration_seconds_count): below 1 = group commit;
+                       "(all members)": every member's together (a follower syncs once per
+                       append it receives, so this counts replication rounds like for like)
 
 Reference measured on this kind of machine (3 etcd members, Python aiohttp load generator,
 100-byte values): etcd ~880 writes/s at c=16, ~1,580 at c=64, p50 ~35 ms at c=64; linearizable
@@ -251,6 +253,10 @@ class System:
     def leader_fsyncs(self) -> int | None:
         raise NotImplementedError
 
+    def all_fsyncs(self) -> int | None:
+        """Log fsyncs of every member together (the followers' count one per append received)."""
+        raise NotImplementedError
+
     def stop(self) -> None:
         raise NotImplementedError
 
@@ -275,7 +281,14 @@ class AspenSystem(System):
         return self.cluster.nodes[self.leader_id()].url
 
     def leader_fsyncs(self) -> int | None:
-        status, body = self.cluster.nodes[self.leader_id()].call("GET", "/raft-metrics", timeout_s=5)
+        return self._fsyncs(self.leader_id())
+
+    def all_fsyncs(self) -> int | None:
+        counts = [self._fsyncs(i) for i in self.cluster.nodes]
+        return None if None in counts else sum(c for c in counts if c is not None)
+
+    def _fsyncs(self, node_id: int) -> int | None:
+        status, body = self.cluster.nodes[node_id].call("GET", "/raft-metrics", timeout_s=5)
         return int(body["fsyncs"]) if status == 200 and "fsyncs" in body else None
 
     def pids(self) -> list[int]:
@@ -344,7 +357,15 @@ class EtcdSystem(System):
         raise RuntimeError("no etcd member reports itself leader")
 
     def leader_fsyncs(self) -> int | None:
-        status, raw = _get(self.leader_url() + "/metrics")
+        return self._fsyncs(self.leader_url())
+
+    def all_fsyncs(self) -> int | None:
+        counts = [self._fsyncs(url) for url in self.urls]
+        return None if None in counts else sum(c for c in counts if c is not None)
+
+    @staticmethod
+    def _fsyncs(url: str) -> int | None:
+        status, raw = _get(url + "/metrics")
         for line in raw.decode(errors="replace").splitlines():
             if line.startswith("etcd_disk_wal_fsync_duration_seconds_count"):
                 return int(float(line.split()[-1]))
@@ -437,6 +458,7 @@ class Measured:
     errors: int
     cpu_ms_per_op: float
     fsyncs_per_write: float | None = None
+    all_fsyncs_per_write: float | None = None
 
 
 @dataclass(frozen=True)
@@ -486,6 +508,7 @@ class Runner:
         await run_load(session, system.target, urls, duration_s=WARMUP_S,
                        prefix=f"{self.run_id}/{label}/warm", **common)  # type: ignore[arg-type]
         fsyncs_before = None if is_read else system.leader_fsyncs()
+        all_fsyncs_before = None if is_read else system.all_fsyncs()
         if hook is not None:
             hook()
         cpu_before = cpu_seconds(system.pids())
@@ -497,6 +520,10 @@ class Runner:
             after = system.leader_fsyncs()
             if after is not None:
                 m.fsyncs_per_write = (after - fsyncs_before) / res.ops
+        if all_fsyncs_before is not None and res.ops:
+            all_after = system.all_fsyncs()
+            if all_after is not None:
+                m.all_fsyncs_per_write = (all_after - all_fsyncs_before) / res.ops
         if not is_read and len(self.read_keys) < MAX_READ_KEYS:
             self.read_keys.extend(res.keys[:MAX_READ_KEYS - len(self.read_keys)])
         self.results[label] = m
@@ -536,6 +563,7 @@ def build_rows(aspen: dict[str, Measured], etcd: dict[str, Measured] | None) -> 
             (f"{label} CPU/op (all nodes)", "ms", lambda m: m.cpu_ms_per_op)]
         if "writes" in label:
             pick.append((f"{label} leader fsyncs/write", "fsyncs", lambda m: m.fsyncs_per_write))
+            pick.append((f"{label} fsyncs/write (all members)", "fsyncs", lambda m: m.all_fsyncs_per_write))
         for name, u, get in pick:
             value = get(a) if a is not None else None
             base = get(e) if e is not None else None
