@@ -196,8 +196,8 @@ class LeaderForwarder:
             payloads += [encode_message(ForwardedReads(me, leader_id, term, chunk))
                          for chunk in chunk_by_size(box.reads, _query_size)]
             sends += [wm.RaftSend(leader_id, p, len(p) >= wm.LARGE_MESSAGE_SIZE) for p in payloads]
-        for start in range(0, len(sends), wm.MAX_RAFT_BATCH_MESSAGES):
-            self._send(wm.RaftSendBatch(sends[start:start + wm.MAX_RAFT_BATCH_MESSAGES]))
+        for batch in wm.send_batches(sends):
+            self._send(batch)
 
     def before_worker_sends(self, batch: wm.RaftSendBatch) -> None:
         """Our worker's outbound messages are about to go: held writes to a leader ride with our

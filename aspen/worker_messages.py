@@ -144,6 +144,12 @@ class RaftSendBatch(msgspec.Struct, tag="raft_out_batch", frozen=True):
     messages: Annotated[list[RaftSend], msgspec.Meta(max_length=MAX_RAFT_BATCH_MESSAGES)]
 
 
+def send_batches(sends: list[RaftSend]) -> list[RaftSendBatch]:
+    """`sends` in order, as batches of at most MAX_RAFT_BATCH_MESSAGES."""
+    return [RaftSendBatch(sends[start:start + MAX_RAFT_BATCH_MESSAGES])
+            for start in range(0, len(sends), MAX_RAFT_BATCH_MESSAGES)]
+
+
 class WriteDone(msgspec.Struct, tag="write_done", frozen=True):
     request_id: int
     result: bytes  # an encoded KvResult

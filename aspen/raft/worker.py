@@ -510,16 +510,13 @@ class RaftWorker:
             applied = False
             if batch and self.send_now is not None and \
                     may_send_before_persisting(rd, self.core.is_leader, self._persisted_hs):
-                early: list[wm.FromWorker] = [wm.RaftSendBatch(batch[i:i + wm.MAX_RAFT_BATCH_MESSAGES])
-                                              for i in range(0, len(batch), wm.MAX_RAFT_BATCH_MESSAGES)]
+                early: list[wm.FromWorker] = list(wm.send_batches(batch))
                 if may_apply_before_persisting(rd):
                     # Answer what earlier pumps synced now: this Ready's fsync then overlaps
                     # the answers' way back to the clients.
                     self._apply(rd, out, now_ms)
                     applied = True
-                    answers = self._forwarding_sends()
-                    early.extend(wm.RaftSendBatch(answers[i:i + wm.MAX_RAFT_BATCH_MESSAGES])
-                                 for i in range(0, len(answers), wm.MAX_RAFT_BATCH_MESSAGES))
+                    early.extend(wm.send_batches(self._forwarding_sends()))
                     early.extend(out)
                     out.clear()
                 self.send_now(early)
@@ -532,8 +529,7 @@ class RaftWorker:
             self._take_snapshot(rd, out)
             self.core.advance(rd)
         sends.extend(self._forwarding_sends())
-        for start in range(0, len(sends), wm.MAX_RAFT_BATCH_MESSAGES):
-            out.insert(0, wm.RaftSendBatch(sends[start:start + wm.MAX_RAFT_BATCH_MESSAGES]))
+        out[:0] = wm.send_batches(sends)  # Raft traffic first
         self._expire_reads(out, now_ms)
         update = self._state_update()
         if update is not None:
