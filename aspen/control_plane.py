@@ -125,10 +125,9 @@ def decode_json(metrics: ControlPlaneMetrics, content_type: str, raw: bytes, typ
 
 async def decode_body(request: web.Request, typ: type[T]) -> T:
     """The request body as `typ`, or ApiError 415/400/422 (counted by reason)."""
-    metrics = request.app[METRICS_KEY]
-    if request.content_type != "application/json":  # refused before reading a body we won't use
-        return decode_json(metrics, request.content_type, b"", typ)
-    return decode_json(metrics, request.content_type, await request.read(), typ)
+    content_type = request.content_type
+    raw = await request.read() if content_type == "application/json" else b""  # a refused body stays unread
+    return decode_json(request.app[METRICS_KEY], content_type, raw, typ)
 
 
 def check_token(metrics: ControlPlaneMetrics, token: str | None, method: str, authorization: str) -> None:

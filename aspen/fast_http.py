@@ -28,13 +28,21 @@ import logging
 import re
 import time
 from http import HTTPStatus
-from typing import Any, cast
+from typing import cast
 
 import msgspec
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
-from aspen.control_plane import KV_ROUTES, MAX_REQUEST_BODY_SIZE, ApiError, KvService, check_token, decode_json
+from aspen.control_plane import (
+    KV_ROUTES,
+    MAX_REQUEST_BODY_SIZE,
+    ApiError,
+    KvRoute,
+    KvService,
+    check_token,
+    decode_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +78,7 @@ class FastHttpServer:
         self._aiohttp_server = aiohttp_server
         self.kv = kv
         # Routes by their exact request-target bytes; empty when the node has no cluster.
-        self.routes: dict[bytes, tuple[str, type, Any]] = {
+        self.routes: dict[bytes, tuple[str, type, KvRoute]] = {
             path.encode(): (path, typ, route) for path, (typ, route) in KV_ROUTES.items()} if kv else {}
         self.connections: set[FastHttpProtocol] = set()
         self.handovers = Counter("aspen_http_handovers", "connections handed from the KV fast path to aiohttp",
@@ -155,7 +163,7 @@ class FastHttpProtocol(asyncio.Protocol):
         self._eof = False
         self._close_after = False  # the request being answered said `Connection: close`
         # A parsed head whose body is still arriving: (total bytes, request) -- not parsed twice.
-        self._pending: tuple[int, tuple[str, type, Any, str, str, int]] | None = None
+        self._pending: tuple[int, tuple[str, type, KvRoute, str, str, int]] | None = None
         self._gone = False  # handed over or lost: this object no longer owns the transport
 
     # ------------------------------------------------------------------ asyncio.Protocol
@@ -223,7 +231,7 @@ class FastHttpProtocol(asyncio.Protocol):
             return
         self.task = self._loop.create_task(self._serve(*request))
 
-    def _frame(self) -> tuple[str, type, Any, str, str, bytes] | None:
+    def _frame(self) -> tuple[str, type, KvRoute, str, str, bytes] | None:
         """The next request if it is whole and ours; None if incomplete; _HandOver otherwise."""
         buf = self._buf
         if self._pending is None:
@@ -238,7 +246,7 @@ class FastHttpProtocol(asyncio.Protocol):
         del buf[:total]
         return path, typ, handler, content_type, authorization, body
 
-    def _parse_head(self, buf: bytearray) -> tuple[int, tuple[str, type, Any, str, str, int]] | None:
+    def _parse_head(self, buf: bytearray) -> tuple[int, tuple[str, type, KvRoute, str, str, int]] | None:
         if not buf:
             return None
         end = buf.find(_HEAD_END, 0, MAX_REQUEST_HEAD_SIZE)
@@ -249,10 +257,9 @@ class FastHttpProtocol(asyncio.Protocol):
                     buf.count(b"\r", 0, len(buf) - 1) != buf.count(b"\r\n"):
                 raise _HandOver
             return None
-        head = bytes(buf[:end])
-        if head.count(b"\n") != head.count(b"\r\n") or head.count(b"\r") != head.count(b"\r\n"):
-            raise _HandOver  # a bare CR or LF: leave the judgement to aiohttp's strict parser
-        request_line, _, header_block = head.partition(b"\r\n")
+        # A bare CR or LF fails below: the request line then no longer matches exactly, or a
+        # header line fails _HEADER_LINES (values exclude CR and LF).
+        request_line, _, header_block = bytes(buf[:end]).partition(b"\r\n")
         method, _, rest = request_line.partition(b" ")
         target, _, version = rest.partition(b" ")
         route = self._server.routes.get(target)
@@ -299,7 +306,7 @@ class FastHttpProtocol(asyncio.Protocol):
         body_start = end + len(_HEAD_END)
         return body_start + length, (path, typ, handler, content_type, authorization, body_start)
 
-    async def _serve(self, path: str, typ: type, handler: Any, content_type: str, authorization: str,
+    async def _serve(self, path: str, typ: type, handler: KvRoute, content_type: str, authorization: str,
                      body: bytes) -> None:
         kv = self._server.kv
         assert kv is not None

@@ -10,8 +10,9 @@ the server stops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -109,13 +110,20 @@ def front_conns(port: int) -> list[fast_http.FastHttpProtocol]:
     return list(FRONTS[port].connections)
 
 
-async def exchange(port: int, data: bytes, count: int) -> list[Response]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+@contextlib.asynccontextmanager
+async def connection(port: int, **kwargs: Any) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A client connection to the server under test, closed afterwards."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, **kwargs)
     try:
-        writer.write(data)
-        return [await read_response(reader) for _ in range(count)]
+        yield reader, writer
     finally:
         writer.close()
+
+
+async def exchange(port: int, data: bytes, count: int) -> list[Response]:
+    async with connection(port) as (reader, writer):
+        writer.write(data)
+        return [await read_response(reader) for _ in range(count)]
 
 
 def handovers(registry: CollectorRegistry) -> float:
@@ -180,8 +188,7 @@ def test_pipelined_requests_are_answered_in_order_across_a_hand_over() -> None:
 
 def test_a_request_sent_while_another_is_in_flight_waits_its_turn() -> None:
     async def check(port: int, fake: FakeCluster, registry: CollectorRegistry) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
+        async with connection(port) as (reader, writer):
             writer.write(request("/write", SET_A))
             await writer.drain()
             await asyncio.sleep(0.01)  # the write is in flight (it takes 50 ms)
@@ -189,8 +196,6 @@ def test_a_request_sent_while_another_is_in_flight_waits_its_turn() -> None:
             first, second = await read_response(reader), await read_response(reader)
             assert first.json() == {"command": {"Set": {"key": "a", "value": "1"}}}
             assert second.json() == {"key": "a", "value": "1"}
-        finally:
-            writer.close()
     serve(check, cluster=DelayedWrites())
 
 
@@ -200,8 +205,7 @@ def test_reading_pauses_while_busy_and_resumes(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(fast_http, "MAX_BUFFERED_WHILE_BUSY", 64)
 
     async def check(port: int, fake: FakeCluster, registry: CollectorRegistry) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
+        async with connection(port) as (reader, writer):
             writer.write(request("/write", SET_A))
             await writer.drain()
             await asyncio.sleep(0.01)
@@ -214,23 +218,18 @@ def test_reading_pauses_while_busy_and_resumes(monkeypatch: pytest.MonkeyPatch) 
             assert [a.status for a in answers] == [200] * 7
             assert answers[4].json() == answers[6].json() == {"status": "healthy"}
             assert answers[5].json() == {"key": "a", "value": "1"}
-        finally:
-            writer.close()
     serve(check, cluster=DelayedWrites())
 
 
 def test_a_request_arriving_byte_by_byte_is_answered_once() -> None:
     async def check(port: int, fake: FakeCluster, registry: CollectorRegistry) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
+        async with connection(port) as (reader, writer):
             for byte in request("/write", SET_A):
                 writer.write(bytes([byte]))
                 await writer.drain()
             response = await read_response(reader)
             assert response.status == 200 and fake.calls == 1
             assert handovers(registry) == 0
-        finally:
-            writer.close()
     serve(check)
 
 
@@ -269,15 +268,12 @@ def test_an_oversized_body_gets_413_and_reaches_nothing() -> None:
     async def check(port: int, fake: FakeCluster, registry: CollectorRegistry) -> None:
         head = (b"POST /write HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
                 b"Content-Length: %d\r\n\r\n" % (fast_http.MAX_REQUEST_BODY_SIZE + 1))
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
+        async with connection(port) as (reader, writer):
             writer.write(head + b"x" * (fast_http.MAX_REQUEST_BODY_SIZE + 1))
             response = await read_response(reader)
             assert response.status == 413 and "error" in response.json()
             assert fake.calls == 0 and handovers(registry) == 1
             assert registry.get_sample_value("aspen_http_bad_requests_total", {"reason": "too_large"}) == 1
-        finally:
-            writer.close()
     serve(check)
 
 
@@ -301,8 +297,7 @@ def test_a_client_that_does_not_read_its_answers_is_not_answered_without_bound()
     async def check(port: int, fake: FakeCluster, registry: CollectorRegistry) -> None:
         (stored,) = await exchange(port, request("/write", big), 1)
         assert stored.status == 200
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**20)
-        try:
+        async with connection(port, limit=2**20) as (reader, writer):
             writer.write(request("/read", json_body({"key": "big"})) * count)
             await writer.drain()
             await asyncio.sleep(0.3)  # the server answers what fits, then waits
@@ -310,35 +305,27 @@ def test_a_client_that_does_not_read_its_answers_is_not_answered_without_bound()
             assert ours and all(c._transport.get_write_buffer_size() < 2 * 2**20 for c in ours)
             answers = [await read_response(reader) for _ in range(count)]
             assert all(a.status == 200 and len(a.body) > 100_000 for a in answers)
-        finally:
-            writer.close()
     serve(check)
 
 
 def test_connection_close_is_honoured() -> None:
     async def check(port: int, fake: FakeCluster, registry: CollectorRegistry) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
+        async with connection(port) as (reader, writer):
             writer.write(request("/write", SET_A, extra=b"Connection: close\r\n"))
             response = await read_response(reader)
             assert response.status == 200 and response.headers["connection"] == "close"
             assert await asyncio.wait_for(reader.read(), WAIT_S) == b""  # the server closed
-        finally:
-            writer.close()
     serve(check)
 
 
 def test_only_a_close_token_closes_and_any_connection_header_may_carry_it() -> None:
     async def check(port: int, fake: FakeCluster, registry: CollectorRegistry) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
+        async with connection(port) as (reader, writer):
             writer.write(request("/write", SET_A, extra=b"Connection: x-closed, keep-alive\r\n")
                          + request("/read", READ_A, extra=b"Connection: keep-alive\r\nConnection: Close\r\n"))
             first, second = await read_response(reader), await read_response(reader)
             assert "connection" not in first.headers and second.headers["connection"] == "close"
             assert await asyncio.wait_for(reader.read(), WAIT_S) == b""
-        finally:
-            writer.close()
     serve(check)
 
 
@@ -357,13 +344,10 @@ def test_idle_connections_are_closed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fast_http, "IDLE_SWEEP_INTERVAL_S", 0.05)
 
     async def check(port: int, fake: FakeCluster, registry: CollectorRegistry) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
+        async with connection(port) as (reader, writer):
             writer.write(request("/write", SET_A))
             assert (await read_response(reader)).status == 200
             assert await asyncio.wait_for(reader.read(), WAIT_S) == b""  # closed once idle
-        finally:
-            writer.close()
     serve(check)
 
 
